@@ -1,0 +1,189 @@
+//! Calibration: the noise multiplier that reaches a target ε, the most steps a budget allows.
+//!
+//! Both rest on monotonicity (ε falls with σ and grows with the number of steps) and on a
+//! generic bracketing root finder, as dp_accounting's `mechanism_calibration` does.
+
+use crate::accountant::AccountantConfig;
+use crate::error::{check_delta, AccountantError, Result};
+use crate::event::{DpEvent, NeighboringRelation};
+
+/// Default relative tolerance of [`calibrate_noise_multiplier`].
+pub const DEFAULT_RELATIVE_TOLERANCE: f64 = 1e-4;
+
+/// Search range of noise multipliers.
+const SIGMA_RANGE: (f64, f64) = (1e-3, 1e5);
+
+/// A bracket [lo, hi] of a monotone predicate: `pred(lo)` is false and `pred(hi)` is true.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Bracket {
+    /// The largest point known to fail.
+    pub lo: f64,
+    /// The smallest point known to satisfy.
+    pub hi: f64,
+}
+
+/// Narrows a bracket of a monotone predicate (false below the threshold, true above) until
+/// hi/lo − 1 ≤ `relative_tolerance`, by bisection in log space. `lo` and `hi` must be > 0.
+///
+/// The predicate may fail; its error is returned.
+///
+/// ```
+/// use dp_accountant::calibrate::bracket_threshold;
+/// let b = bracket_threshold(|x| Ok(x * x >= 2.0), 1.0, 2.0, 1e-9)?;
+/// assert!(b.hi >= 2f64.sqrt() && b.lo < 2f64.sqrt() && b.hi / b.lo - 1.0 <= 1e-9);
+/// # Ok::<(), dp_accountant::AccountantError>(())
+/// ```
+pub fn bracket_threshold(
+    mut pred: impl FnMut(f64) -> Result<bool>,
+    lo: f64,
+    hi: f64,
+    relative_tolerance: f64,
+) -> Result<Bracket> {
+    let mut b = Bracket { lo, hi };
+    while b.hi / b.lo - 1.0 > relative_tolerance {
+        let mid = (b.lo * b.hi).sqrt();
+        if mid <= b.lo || mid >= b.hi {
+            break;
+        }
+        if pred(mid)? {
+            b.hi = mid;
+        } else {
+            b.lo = mid;
+        }
+    }
+    Ok(b)
+}
+
+/// The smallest noise multiplier σ (within `relative_tolerance`, rounded up) for which
+/// `event_for(σ)` costs at most `target_epsilon` at `delta`.
+///
+/// # Privacy
+/// The returned σ is the upper end of the final bracket, so recomputing ε with it gives
+/// ε ≤ `target_epsilon` with the same accountant.
+///
+/// ```
+/// use dp_accountant::{calibrate, AccountantConfig, AccountantKind, DpEvent, NeighboringRelation};
+/// let config = AccountantConfig::default_for(AccountantKind::Rdp);
+/// let sigma = calibrate::calibrate_noise_multiplier(
+///     &config, NeighboringRelation::AddOrRemoveOne,
+///     |s| DpEvent::poisson_gaussian(4096.0 / 50000.0, s).self_composed(875),
+///     1.0, 1e-5, calibrate::DEFAULT_RELATIVE_TOLERANCE)?;
+/// assert!((sigma - 9.8896).abs() < 0.01); // dp_accounting 0.6: 9.88956
+/// # Ok::<(), dp_accountant::AccountantError>(())
+/// ```
+pub fn calibrate_noise_multiplier(
+    config: &AccountantConfig,
+    relation: NeighboringRelation,
+    event_for: impl Fn(f64) -> DpEvent,
+    target_epsilon: f64,
+    delta: f64,
+    relative_tolerance: f64,
+) -> Result<f64> {
+    check_delta(delta)?;
+    if !(target_epsilon > 0.0 && target_epsilon.is_finite()) {
+        return Err(AccountantError::invalid(
+            "target_epsilon",
+            "ε",
+            target_epsilon,
+            "> 0 and finite",
+        ));
+    }
+    let meets = |sigma: f64| -> Result<bool> {
+        let mut accountant = config.build(relation)?;
+        match accountant.compose(&event_for(sigma)) {
+            // Tiny σ can need an enormous loss grid: such a σ is far from any useful target.
+            Err(AccountantError::GridTooLarge { .. }) => return Ok(false),
+            other => other?,
+        }
+        Ok(accountant.epsilon(delta)? <= target_epsilon)
+    };
+    // Find a bracket by doubling from σ = 1.
+    let (mut lo, mut hi) = (1.0, 1.0);
+    if meets(1.0)? {
+        while meets(lo)? {
+            hi = lo;
+            lo /= 2.0;
+            if lo < SIGMA_RANGE.0 {
+                return Ok(hi);
+            }
+        }
+    } else {
+        while !meets(hi)? {
+            lo = hi;
+            hi *= 2.0;
+            if hi > SIGMA_RANGE.1 {
+                return Err(AccountantError::Unreachable(format!(
+                    "ε = {target_epsilon} at δ = {delta} needs a noise multiplier above {}",
+                    SIGMA_RANGE.1
+                )));
+            }
+        }
+    }
+    Ok(bracket_threshold(meets, lo, hi, relative_tolerance)?.hi)
+}
+
+/// The largest number of repetitions of `step` (at most `max_steps`) whose composition costs
+/// at most `target_epsilon` at `delta`; an error if even one step costs more.
+///
+/// ```
+/// use dp_accountant::{calibrate, AccountantConfig, AccountantKind, DpEvent, NeighboringRelation};
+/// let config = AccountantConfig::default_for(AccountantKind::Rdp);
+/// let step = DpEvent::poisson_gaussian(4096.0 / 50000.0, 3.0);
+/// let steps = calibrate::max_steps(&config, NeighboringRelation::AddOrRemoveOne, &step,
+///     8.0, 1e-5, 1_000_000)?;
+/// assert!(steps > 2468);
+/// # Ok::<(), dp_accountant::AccountantError>(())
+/// ```
+pub fn max_steps(
+    config: &AccountantConfig,
+    relation: NeighboringRelation,
+    step: &DpEvent,
+    target_epsilon: f64,
+    delta: f64,
+    max_steps: u64,
+) -> Result<u64> {
+    check_delta(delta)?;
+    if target_epsilon.is_nan() || target_epsilon < 0.0 {
+        return Err(AccountantError::invalid(
+            "target_epsilon",
+            "ε",
+            target_epsilon,
+            ">= 0",
+        ));
+    }
+    let meets = |steps: u64| -> Result<bool> {
+        let mut accountant = config.build(relation)?;
+        accountant.compose(&step.clone().self_composed(steps))?;
+        Ok(accountant.epsilon(delta)? <= target_epsilon)
+    };
+    if !meets(1)? {
+        return Err(AccountantError::Unreachable(format!(
+            "a single step already costs more than ε = {target_epsilon} at δ = {delta}"
+        )));
+    }
+    // Exponential search for a failing count, then integer bisection.
+    let (mut good, mut bad) = (1u64, 2u64);
+    loop {
+        if bad > max_steps {
+            if meets(max_steps)? {
+                return Ok(max_steps);
+            }
+            bad = max_steps;
+            break;
+        }
+        if !meets(bad)? {
+            break;
+        }
+        good = bad;
+        bad = bad.saturating_mul(2);
+    }
+    while bad - good > 1 {
+        let mid = good + (bad - good) / 2;
+        if meets(mid)? {
+            good = mid;
+        } else {
+            bad = mid;
+        }
+    }
+    Ok(good)
+}
