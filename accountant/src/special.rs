@@ -125,6 +125,22 @@ fn acklam(p: f64) -> f64 {
     }
 }
 
+/// ln(m!) for integer m, from a table of libm's `lgamma` (each entry within an ulp or two)
+/// filled once for m ≤ 4096 and computed directly above.
+pub(crate) fn ln_factorial(m: u64) -> f64 {
+    const TABLE_SIZE: usize = 4097;
+    static TABLE: std::sync::OnceLock<Vec<f64>> = std::sync::OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        (0..TABLE_SIZE)
+            .map(|i| libm::lgamma(i as f64 + 1.0))
+            .collect()
+    });
+    table
+        .get(m as usize)
+        .copied()
+        .unwrap_or_else(|| libm::lgamma(m as f64 + 1.0))
+}
+
 /// log |C(n, k)| for real n and integer k, with the sign of C(n, k).
 pub(crate) fn ln_binomial(n: f64, k: f64) -> (f64, f64) {
     let (a, sa) = libm::lgamma_r(n + 1.0);

@@ -1,1 +1,22 @@
-//! placeholder
+//! The DP-SGD engine on burn.
+#![deny(missing_docs)]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+mod error;
+pub mod layers;
+pub mod noise;
+mod per_example;
+pub mod rng;
+pub mod sampler;
+mod tape;
+
+pub use error::{DpError, OffendingLayer, Result};
+pub mod clipping;
+pub mod engine;
+pub mod params;
+
+pub use clipping::{ClipSpec, Clipping};
+pub use engine::{clip_and_sum, ClippedSum, PerExampleEngine};

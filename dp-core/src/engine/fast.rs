@@ -1,0 +1,93 @@
+//! The one-backward per-example path (see [`crate::tape`] and [`crate::per_example`]).
+
+use super::{norms_of, ClippedSum};
+use crate::clipping::ClipSpec;
+use crate::error::{DpError, Result};
+use crate::params::ParamInfo;
+use crate::tape;
+use burn::module::{AutodiffModule, Module, ParamId};
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::Tensor;
+use std::collections::{HashMap, HashSet};
+use std::ops::Range;
+
+pub(super) fn clip_and_sum<AB: AutodiffBackend, M: AutodiffModule<AB>>(
+    model: &M,
+    rows: usize,
+    views: usize,
+    losses: &dyn Fn(&M, Range<usize>) -> Tensor<AB, 1>,
+    clip: &ClipSpec,
+    params: &[ParamInfo],
+) -> Result<ClippedSum<AB::InnerBackend>> {
+    let trainable: HashSet<ParamId> = params.iter().map(|p| p.id).collect();
+    // Parameters need no gradient of their own: the probes carry everything.
+    let frozen = model.clone().no_grad();
+    let (loss, records) = tape::record::<AB, _>(trainable.clone(), || losses(&frozen, 0..rows));
+    if loss.dims() != [rows] {
+        return Err(DpError::Shape(format!(
+            "the loss has shape {:?}, expected [{rows}] (one per row)",
+            loss.dims()
+        )));
+    }
+    check_coverage(&records, params)?;
+    let grads = loss.sum().backward();
+    let mut prepared = Vec::with_capacity(records.len());
+    for record in records {
+        let g = record
+            .probe
+            .grad(&grads)
+            .unwrap_or_else(|| Tensor::zeros(record.probe.dims(), &record.probe.device()));
+        prepared.push(record.data.prepare(g, views)?);
+    }
+    let squared: Vec<_> = prepared.iter().map(|p| p.squared_norms()).collect();
+    let factors = clip.factors(&squared);
+    let total = squared
+        .iter()
+        .skip(1)
+        .fold(squared[0].clone(), |acc, s| acc + s.clone());
+    let mut out = ClippedSum {
+        sums: HashMap::new(),
+        norms: norms_of(total),
+    };
+    for (layer, factor) in prepared.iter().zip(factors) {
+        for (id, grad) in layer.weighted_sums(factor) {
+            out.sums.insert(id, grad);
+        }
+    }
+    Ok(out)
+}
+
+/// Every trainable parameter must be recorded exactly once: a parameter outside the DP-aware
+/// layers would get no gradient, and a layer applied twice (weight sharing) would have its
+/// per-example norm computed per use instead of for the summed gradient.
+fn check_coverage<AB: AutodiffBackend>(
+    records: &[tape::Record<AB>],
+    params: &[ParamInfo],
+) -> Result<()> {
+    let mut seen: HashMap<ParamId, usize> = HashMap::new();
+    for record in records {
+        for id in record.data.param_ids() {
+            *seen.entry(id).or_default() += 1;
+        }
+    }
+    let uncovered: Vec<String> = params
+        .iter()
+        .filter(|p| !seen.contains_key(&p.id))
+        .map(|p| p.path.clone())
+        .collect();
+    if !uncovered.is_empty() {
+        return Err(DpError::UncoveredParameters(uncovered));
+    }
+    let shared: Vec<String> = params
+        .iter()
+        .filter(|p| seen.get(&p.id).copied().unwrap_or(0) > 1)
+        .map(|p| format!("{} (used more than once in the forward pass)", p.path))
+        .collect();
+    if !shared.is_empty() {
+        return Err(DpError::UncoveredParameters(shared));
+    }
+    Ok(())
+}
+
+#[allow(dead_code)]
+fn _assert_module<AB: AutodiffBackend, M: Module<AB>>() {}
