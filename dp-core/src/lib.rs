@@ -20,3 +20,12 @@ pub mod params;
 
 pub use clipping::{ClipSpec, Clipping};
 pub use engine::{clip_and_sum, ClippedSum, PerExampleEngine};
+pub mod ema;
+pub mod optimizer;
+mod validate;
+
+pub use optimizer::{Budget, DpOptimizer, DpSgdConfig, PrivateStep};
+pub use validate::validate_model;
+pub mod checkpoint;
+pub mod device;
+pub mod loss;

@@ -1,1 +1,5 @@
-//! placeholder
+//! Shared pieces of the example programs and benchmarks.
+#![deny(missing_docs)]
+
+pub mod bench;
+pub mod rss;

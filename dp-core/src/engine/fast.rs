@@ -39,7 +39,8 @@ pub(super) fn clip_and_sum<AB: AutodiffBackend, M: AutodiffModule<AB>>(
             .unwrap_or_else(|| Tensor::zeros(record.probe.dims(), &record.probe.device()));
         prepared.push(record.data.prepare(g, views)?);
     }
-    let squared: Vec<_> = prepared.iter().map(|p| p.squared_norms()).collect();
+    drop(grads);
+    let squared: Vec<_> = prepared.iter_mut().map(|p| p.squared_norms()).collect();
     let factors = clip.factors(&squared);
     let total = squared
         .iter()
@@ -49,7 +50,7 @@ pub(super) fn clip_and_sum<AB: AutodiffBackend, M: AutodiffModule<AB>>(
         sums: HashMap::new(),
         norms: norms_of(total),
     };
-    for (layer, factor) in prepared.iter().zip(factors) {
+    for (layer, factor) in prepared.into_iter().zip(factors) {
         for (id, grad) in layer.weighted_sums(factor) {
             out.sums.insert(id, grad);
         }
@@ -88,6 +89,3 @@ fn check_coverage<AB: AutodiffBackend>(
     }
     Ok(())
 }
-
-#[allow(dead_code)]
-fn _assert_module<AB: AutodiffBackend, M: Module<AB>>() {}

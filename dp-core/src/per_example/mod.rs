@@ -12,7 +12,7 @@ use crate::error::{DpError, Result};
 use burn::module::ParamId;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::Tensor;
-use dense::Dense;
+use dense::{use_ghost_norm, Dense};
 use im2col::{im2col, ConvGeometry};
 
 /// A flattened gradient with the shape of its parameter.
@@ -153,7 +153,7 @@ impl<B: Backend> LayerData<B> {
 }
 
 /// Weight-standardization constants of one layer.
-struct Standardization<B: Backend> {
+pub(crate) struct Standardization<B: Backend> {
     /// w − μ, `[C_out, d]`.
     centered: Tensor<B, 2>,
     /// 1/√(‖w − μ‖² + eps), `[C_out, 1]`.
@@ -207,10 +207,13 @@ impl<B: Backend> LayerData<B> {
                 let d_out = g.dims()[2];
                 let e = examples(n, views)?;
                 let a = input.reshape([e, 1, views * t, d_in]);
-                let g = g.reshape([e, 1, views * t, d_out]).div_scalar(k);
+                let g = g
+                    .reshape([e, 1, views * t, d_out])
+                    .swap_dims(2, 3)
+                    .div_scalar(k);
                 let weight = weight.map(|id| (id, vec![d_in, d_out]));
                 Ok(Prepared::Dense {
-                    dense: Dense { a, g },
+                    dense: Dense::new(a, g),
                     weight,
                     bias,
                     conv: false,
@@ -223,7 +226,7 @@ impl<B: Backend> LayerData<B> {
                 geometry,
                 weight_dims,
             } => {
-                let dense = conv_dense(input, g, &geometry, views)?;
+                let dense = conv_dense(input, g, &geometry, views, false)?;
                 let weight = weight.map(|id| (id, weight_dims.to_vec()));
                 Ok(Prepared::Dense {
                     dense,
@@ -242,7 +245,7 @@ impl<B: Backend> LayerData<B> {
                 gain_value,
                 eps,
             } => {
-                let dense = conv_dense(input, g, &geometry, views)?;
+                let dense = conv_dense(input, g, &geometry, views, true)?;
                 let dims = raw_weight.dims();
                 let flat = raw_weight.reshape([dims[0] as i64, -1]);
                 let centered = flat.clone() - flat.mean_dim(1);
@@ -302,43 +305,83 @@ impl<B: Backend> LayerData<B> {
     }
 }
 
-/// Convolution data as a [`Dense`] layer: im2col rows grouped by example and group.
+/// Largest number of activation values materialized at once when per-example gradients are
+/// formed explicitly (im2col is done in chunks of examples below this size).
+const CHUNK_VALUES: usize = 1 << 20;
+
+/// Convolution data as a [`Dense`] layer. When the per-example gradients will be formed
+/// explicitly (or `explicit` asks for them, as weight standardization does), im2col runs in
+/// chunks of examples and only the per-example gradients are kept; otherwise the im2col rows
+/// are kept for the ghost norm and the book-keeping sum.
 fn conv_dense<B: Backend>(
     input: Tensor<B, 4>,
     g: Tensor<B, 3>,
     geometry: &ConvGeometry,
     views: usize,
+    explicit: bool,
 ) -> Result<Dense<B>> {
     let [n, c_out, t] = g.dims();
     let e = examples(n, views)?;
     let groups = geometry.groups;
-    let cols = im2col(input, geometry); // [N, T, C·kh·kw]
-    let d = cols.dims()[2] / groups;
-    if cols.dims()[1] != t {
-        return Err(DpError::Shape(format!(
-            "im2col gave {} positions, the output has {t}",
-            cols.dims()[1]
-        )));
-    }
-    let a = cols.reshape([e, views * t, groups, d]).swap_dims(1, 2);
     let o = c_out / groups;
-    let g = g
-        .swap_dims(1, 2)
-        .reshape([e, views * t, groups, o])
-        .swap_dims(1, 2)
-        .div_scalar(views as f64);
-    Ok(Dense { a, g })
+    let d = input.dims()[1] / groups * geometry.kernel[0] * geometry.kernel[1];
+    // Probe layout [N, C_out, T] → [E, G, o, K·T].
+    let g = if views == 1 {
+        g.reshape([e, groups, o, t])
+    } else {
+        g.reshape([e, views, groups * o, t])
+            .swap_dims(1, 2)
+            .reshape([e, groups, o, views * t])
+    }
+    .div_scalar(views as f64);
+    let rows = |cols: Tensor<B, 3>, examples: usize| {
+        if groups == 1 {
+            cols.reshape([examples, 1, views * t, d])
+        } else {
+            cols.reshape([examples, views * t, groups, d])
+                .swap_dims(1, 2)
+        }
+    };
+    if !explicit && use_ghost_norm(views * t, d, o) {
+        let cols = im2col(input, geometry);
+        if cols.dims()[1] != t {
+            return Err(DpError::Shape(format!(
+                "im2col gave {} positions, the output has {t}",
+                cols.dims()[1]
+            )));
+        }
+        return Ok(Dense::new(rows(cols, e), g));
+    }
+    let chunk = (CHUNK_VALUES / (views * t * d * groups).max(1)).clamp(1, e);
+    let mut parts = Vec::with_capacity(e.div_ceil(chunk));
+    let mut start = 0;
+    while start < e {
+        let len = chunk.min(e - start);
+        let cols = im2col(
+            input.clone().narrow(0, start * views, len * views),
+            geometry,
+        );
+        if cols.dims()[1] != t {
+            return Err(DpError::Shape(format!(
+                "im2col gave {} positions, the output has {t}",
+                cols.dims()[1]
+            )));
+        }
+        parts.push(g.clone().narrow(0, start, len).matmul(rows(cols, len)));
+        start += len;
+    }
+    Ok(Dense::from_explicit(Tensor::cat(parts, 0), g))
 }
 
-/// `[G, d, o]` (or `[E, G, d, o]`) → rows per output channel `[.., C_out, d]`.
+/// `[G, o, d]` → rows per output channel `[C_out, d]`.
 fn channels_first<B: Backend>(w: Tensor<B, 3>) -> Tensor<B, 2> {
-    let [groups, d, o] = w.dims();
-    w.swap_dims(1, 2).reshape([groups * o, d])
+    let [groups, o, d] = w.dims();
+    w.reshape([groups * o, d])
 }
 
 impl<B: Backend> Prepared<B> {
     /// The squared norm of each example's gradient over the layer's trainable parameters.
-    pub(crate) fn squared_norms(&self) -> Tensor<B, 1> {
+    pub(crate) fn squared_norms(&mut self) -> Tensor<B, 1> {
         match self {
             Self::Dense {
                 dense,
@@ -346,8 +389,8 @@ impl<B: Backend> Prepared<B> {
                 bias,
                 ..
             } => {
-                let e = dense.a.dims()[0];
-                let mut total = Tensor::zeros([e], &dense.a.device());
+                let e = dense.examples();
+                let mut total = Tensor::zeros([e], &dense.device());
                 if weight.is_some() {
                     total = total + dense.weight_norms_sq();
                 }
@@ -363,11 +406,11 @@ impl<B: Backend> Prepared<B> {
                 gain,
                 bias,
             } => {
-                let e = dense.a.dims()[0];
-                let mut total = Tensor::zeros([e], &dense.a.device());
-                let per_example = dense.per_example_weight(); // [E, G, d, o]
-                let [_, groups, d, o] = per_example.dims();
-                let p = per_example.swap_dims(2, 3).reshape([e, groups * o, d]); // [E, C_out, d]
+                let e = dense.examples();
+                let mut total = Tensor::zeros([e], &dense.device());
+                let per_example = dense.per_example_weight(); // [E, G, o, d]
+                let [_, groups, o, d] = per_example.dims();
+                let p = per_example.reshape([e, groups * o, d]); // [E, C_out, d]
                 let u = ws.centered.clone().unsqueeze::<3>(); // [1, C_out, d]
                 let projection = (p.clone() * u.clone()).sum_dim(2); // [E, C_out, 1]
                 let r = ws.inv_scale.clone().unsqueeze::<3>(); // [1, C_out, 1]
@@ -424,8 +467,8 @@ impl<B: Backend> Prepared<B> {
                     let sum = if *conv {
                         channels_first(sum)
                     } else {
-                        let [_, d, o] = sum.dims();
-                        sum.reshape([d, o])
+                        let [_, o, d] = sum.dims();
+                        sum.reshape([o, d]).transpose()
                     };
                     out.push((
                         *id,

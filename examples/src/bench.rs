@@ -1,0 +1,116 @@
+//! Timing of non-private, private (fast path) and naive (batch-of-one) steps on one model.
+
+use burn::module::AutodiffModule;
+use burn::optim::{GradientsParams, Optimizer, SgdConfig};
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{Distribution, Int, Tensor, TensorData};
+use dp_accountant::{AccountantConfig, AccountantKind, NeighboringRelation};
+use dp_core::loss::cross_entropy_per_row;
+use dp_core::noise::GaussianNoise;
+use dp_core::sampler::{FixedSizeSampler, Sampler};
+use dp_core::{DpOptimizer, DpSgdConfig, PerExampleEngine, Result};
+use std::time::Instant;
+
+/// A model the benchmark can drive.
+pub trait BenchModel<B: AutodiffBackend>: AutodiffModule<B> {
+    /// Logits of a batch of images.
+    fn logits(&self, x: Tensor<B, 4>) -> Tensor<B, 2>;
+}
+
+impl<B: AutodiffBackend> BenchModel<B> for dp_models::TanhCnn<B> {
+    fn logits(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
+        self.forward(x)
+    }
+}
+
+/// A synthetic batch of images and labels (timing does not depend on the values).
+pub struct Batch<B: AutodiffBackend> {
+    /// `[N, C, H, W]`.
+    pub inputs: Tensor<B, 4>,
+    /// `[N]`.
+    pub targets: Tensor<B, 1, Int>,
+}
+
+impl<B: AutodiffBackend> Batch<B> {
+    /// Random standard-normal images of `shape` and labels below `classes`.
+    pub fn random(batch: usize, shape: [usize; 3], classes: usize, device: &B::Device) -> Self {
+        let inputs = Tensor::random(
+            [batch, shape[0], shape[1], shape[2]],
+            Distribution::Normal(0.0, 1.0),
+            device,
+        );
+        let labels: Vec<i64> = (0..batch).map(|i| (i % classes) as i64).collect();
+        let targets = Tensor::from_data(TensorData::new(labels, [batch]), device);
+        Self { inputs, targets }
+    }
+}
+
+fn sync<B: AutodiffBackend>(device: &B::Device) {
+    let _ = B::sync(device);
+}
+
+/// One non-private SGD step (mean loss, one backward).
+pub fn nonprivate_step<B: AutodiffBackend, M: BenchModel<B>, O: Optimizer<M, B>>(
+    model: M,
+    optim: &mut O,
+    batch: &Batch<B>,
+) -> M {
+    let loss =
+        cross_entropy_per_row(model.logits(batch.inputs.clone()), batch.targets.clone()).mean();
+    let grads = GradientsParams::from_grads(loss.backward(), &model);
+    optim.step(0.01, model, grads)
+}
+
+/// A DP optimizer for the benchmark: σ = 1, C = 1, fixed-size batches, seeded noise.
+pub fn private_optimizer<B: AutodiffBackend, M: BenchModel<B>>(
+    model: &M,
+    engine: PerExampleEngine,
+) -> Result<DpOptimizer<B, M, impl Optimizer<M, B>>> {
+    let config = DpSgdConfig {
+        engine,
+        ..DpSgdConfig::new(1.0, 1.0)
+    };
+    let accountant = AccountantConfig::default_for(AccountantKind::Rdp)
+        .build(NeighboringRelation::ReplaceOne)?;
+    let optimizer = DpOptimizer::new(model, SgdConfig::new().init::<B, M>(), config, accountant)?;
+    Ok(optimizer.with_noise(GaussianNoise::seeded(0)))
+}
+
+/// One private step on the whole batch as a single micro-batch.
+pub fn private_step<B: AutodiffBackend, M: BenchModel<B>, O: Optimizer<M, B>>(
+    model: M,
+    optim: &mut DpOptimizer<B, M, O>,
+    sampler: &mut FixedSizeSampler,
+    batch: &Batch<B>,
+) -> Result<M> {
+    let sampled = sampler.next_batch();
+    let rows = sampled.indices().len();
+    let mut step = optim.begin_step(&sampled)?;
+    optim.accumulate(&mut step, &model, rows, |m, r| {
+        cross_entropy_per_row(
+            m.logits(batch.inputs.clone().slice(r.clone())),
+            batch.targets.clone().slice(r),
+        )
+    })?;
+    optim.finish_step(step, model, 0.01)
+}
+
+/// Milliseconds taken by `f`, after synchronizing the device.
+pub fn time_ms<B: AutodiffBackend, T>(device: &B::Device, f: impl FnOnce() -> T) -> (T, f64) {
+    sync::<B>(device);
+    let start = Instant::now();
+    let out = f();
+    sync::<B>(device);
+    (out, start.elapsed().as_secs_f64() * 1e3)
+}
+
+/// The median of `values` (which must be non-empty).
+pub fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// A fixed-size sampler drawing `batch` of `batch` examples (the data is synthetic).
+pub fn sampler(batch: usize) -> Result<FixedSizeSampler> {
+    FixedSizeSampler::seeded(batch as u64, batch as u64, 0)
+}

@@ -1,0 +1,175 @@
+//! `dp-bench`: the cost of a private step against a non-private one, side by side.
+//!
+//! `cargo run --release -p examples --bin dp-bench -- --model fmnist-cnn --batch 256 --json`
+//! times, interleaved in one process after warm-up, the median non-private step, private step
+//! (fast path) and naive step (batch-of-one), and prints one JSON object per line.
+//! `--mode nonprivate|private` runs one kind alone and adds the process's peak memory.
+
+use burn::optim::SgdConfig;
+use burn::tensor::backend::AutodiffBackend;
+use clap::{Parser, ValueEnum};
+use dp_core::PerExampleEngine;
+use dp_models::TanhCnn;
+use examples::bench::{self, Batch};
+use serde_json::json;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "dp-bench",
+    about = "Private vs non-private step time and memory"
+)]
+struct Args {
+    /// Model to time.
+    #[arg(long, value_enum, default_value_t = ModelArg::FmnistCnn)]
+    model: ModelArg,
+    /// Batch size (examples per step).
+    #[arg(long, default_value_t = 256)]
+    batch: usize,
+    /// Device.
+    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+    device: DeviceArg,
+    /// What to run.
+    #[arg(long, value_enum, default_value_t = Mode::Both)]
+    mode: Mode,
+    /// Timed iterations (after warm-up).
+    #[arg(long, default_value_t = 10)]
+    iters: usize,
+    /// Warm-up iterations.
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+    /// Timed iterations of the naive batch-of-one step (0 to skip it).
+    #[arg(long, default_value_t = 3)]
+    naive_iters: usize,
+    /// Print JSON lines.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq)]
+enum ModelArg {
+    FmnistCnn,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq)]
+enum DeviceArg {
+    Cpu,
+    Cuda,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq)]
+enum Mode {
+    Both,
+    Nonprivate,
+    Private,
+}
+
+fn model_name(m: ModelArg) -> &'static str {
+    match m {
+        ModelArg::FmnistCnn => "fmnist-cnn",
+    }
+}
+
+fn run<B: AutodiffBackend>(
+    args: &Args,
+    device: B::Device,
+    device_name: &str,
+) -> dp_core::Result<()> {
+    let model = TanhCnn::<B>::new(10, &device)?;
+    let batch = Batch::<B>::random(args.batch, [1, 28, 28], 10, &device);
+    let mut nonprivate_optim = SgdConfig::new().init::<B, TanhCnn<B>>();
+    let mut private_optim = bench::private_optimizer(&model, PerExampleEngine::Fast)?;
+    let mut naive_optim = bench::private_optimizer(&model, PerExampleEngine::BatchOfOne)?;
+    let mut sampler = bench::sampler(args.batch)?;
+    let (mut np_times, mut p_times, mut naive_times) = (Vec::new(), Vec::new(), Vec::new());
+    let mut model = model;
+    for i in 0..args.warmup + args.iters {
+        let timed = i >= args.warmup;
+        if args.mode != Mode::Private {
+            let (m, ms) = bench::time_ms::<B, _>(&device, || {
+                bench::nonprivate_step(model, &mut nonprivate_optim, &batch)
+            });
+            model = m;
+            if timed {
+                np_times.push(ms);
+            }
+        }
+        if args.mode != Mode::Nonprivate {
+            let (m, ms) = bench::time_ms::<B, _>(&device, || {
+                bench::private_step(model, &mut private_optim, &mut sampler, &batch)
+            });
+            model = m?;
+            if timed {
+                p_times.push(ms);
+            }
+        }
+        if args.mode == Mode::Both
+            && (i < args.warmup.min(1) || (timed && naive_times.len() < args.naive_iters))
+        {
+            let (m, ms) = bench::time_ms::<B, _>(&device, || {
+                bench::private_step(model, &mut naive_optim, &mut sampler, &batch)
+            });
+            model = m?;
+            if timed {
+                naive_times.push(ms);
+            }
+        }
+    }
+    let mut out = json!({"model": model_name(args.model), "batch": args.batch, "device": device_name, "mode": format!("{:?}", args.mode).to_lowercase()});
+    let np = (!np_times.is_empty()).then(|| bench::median(&mut np_times));
+    let p = (!p_times.is_empty()).then(|| bench::median(&mut p_times));
+    let naive = (!naive_times.is_empty()).then(|| bench::median(&mut naive_times));
+    if let Some(np) = np {
+        out["nonprivate_ms"] = json!(np);
+    }
+    if let Some(p) = p {
+        out["private_ms"] = json!(p);
+    }
+    if let (Some(np), Some(p)) = (np, p) {
+        out["ratio"] = json!(p / np);
+    }
+    if let (Some(np), Some(naive)) = (np, naive) {
+        out["naive_ms"] = json!(naive);
+        out["naive_ratio"] = json!(naive / np);
+    }
+    if args.mode != Mode::Both {
+        out["peak_rss_mib"] = json!(examples::rss::peak_rss_mib());
+    }
+    if args.json {
+        println!("{out}");
+    } else {
+        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    }
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let result = match args.device {
+        DeviceArg::Cpu => {
+            run::<burn::backend::Autodiff<dp_core::device::Cpu>>(&args, Default::default(), "cpu")
+        }
+        DeviceArg::Cuda => cuda(&args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn cuda(args: &Args) -> dp_core::Result<()> {
+    dp_core::device::check_cuda(0)?;
+    run::<burn::backend::Autodiff<burn::backend::Cuda>>(
+        args,
+        burn::backend::cuda::CudaDevice::new(0),
+        "cuda",
+    )
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda(_: &Args) -> dp_core::Result<()> {
+    dp_core::device::check_cuda(0)
+}
