@@ -19,21 +19,26 @@ struct Finder {
 }
 
 impl<B: Backend> ModuleVisitor<B> for Finder {
+    /// burn calls this with the field being entered and the type of the struct that holds
+    /// it, so a cross-example module shows up when its own fields are entered.
     fn enter_module(&mut self, name: &str, container: &str) {
-        self.path.push(name.to_string());
         let type_name = container
             .strip_prefix("Struct:")
             .or_else(|| container.strip_prefix("Enum:"));
         if let Some(type_name) = type_name {
             if let Some((kind, reason)) = CROSS_EXAMPLE.iter().find(|(k, _)| type_name.contains(k))
             {
-                self.found.push(OffendingLayer {
-                    path: self.path.join("."),
-                    kind: (*kind).to_string(),
-                    reason: (*reason).to_string(),
-                });
+                let path = self.path.join(".");
+                if self.found.last().is_none_or(|l| l.path != path) {
+                    self.found.push(OffendingLayer {
+                        path,
+                        kind: (*kind).to_string(),
+                        reason: (*reason).to_string(),
+                    });
+                }
             }
         }
+        self.path.push(name.to_string());
     }
 
     fn exit_module(&mut self, _name: &str, _container: &str) {
@@ -56,10 +61,6 @@ pub fn validate_model<B: Backend, M: Module<B>>(model: &M) -> Result<()> {
     if finder.found.is_empty() {
         Ok(())
     } else {
-        // Parameters are visited as modules too; keep one entry per layer.
-        finder
-            .found
-            .dedup_by(|a, b| a.path.starts_with(&format!("{}.", b.path)));
         Err(DpError::CrossExampleLayers(finder.found))
     }
 }
