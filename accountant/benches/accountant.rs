@@ -3,9 +3,7 @@
 //! `scripts/accountant-speed.sh`). Run: `cargo bench -p dp-accountant`.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use dp_accountant::{
-    calibrate, AccountantConfig, AccountantKind, DpEvent, NeighboringRelation, PrivacyAccountant,
-};
+use dp_accountant::{calibrate, AccountantConfig, AccountantKind, DpEvent, NeighboringRelation};
 use std::hint::black_box;
 
 fn epsilon_query(kind: AccountantKind, q: f64, sigma: f64, steps: u64) -> f64 {

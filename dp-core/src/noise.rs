@@ -20,7 +20,7 @@ pub struct GaussianNoise {
 
 #[derive(Clone, Debug)]
 enum Source {
-    Fast(SecureRng),
+    Fast(Box<SecureRng>),
     Exact,
 }
 
@@ -28,14 +28,14 @@ impl GaussianNoise {
     /// Fast sampler seeded from the operating system.
     pub fn from_os() -> Result<Self> {
         Ok(Self {
-            source: Source::Fast(SecureRng::from_os()?),
+            source: Source::Fast(Box::new(SecureRng::from_os()?)),
         })
     }
 
     /// Fast sampler with a fixed seed: reproducible, not secure.
     pub fn seeded(seed: u64) -> Self {
         Self {
-            source: Source::Fast(SecureRng::seeded(seed)),
+            source: Source::Fast(Box::new(SecureRng::seeded(seed))),
         }
     }
 
@@ -49,7 +49,7 @@ impl GaussianNoise {
     /// Restores a fast sampler from a checkpointed state.
     pub fn from_state(state: &RngState) -> Self {
         Self {
-            source: Source::Fast(SecureRng::from_state(state)),
+            source: Source::Fast(Box::new(SecureRng::from_state(state))),
         }
     }
 

@@ -86,7 +86,8 @@ impl DpSgdConfig {
             }
         }
         if let Some(b) = self.budget {
-            if !(b.epsilon > 0.0) || !(b.delta > 0.0 && b.delta < 1.0) {
+            let valid = b.epsilon > 0.0 && b.epsilon.is_finite() && b.delta > 0.0 && b.delta < 1.0;
+            if !valid {
                 return Err(DpError::invalid(
                     "budget",
                     "(ε, δ)",

@@ -21,11 +21,9 @@ struct Lin<B: Backend> {
     fc: Linear<B>,
 }
 
-type Opt = DpOptimizer<
-    TB,
-    Lin<TB>,
-    burn::optim::adaptor::OptimizerAdaptor<burn::optim::Sgd<Flex>, Lin<TB>, TB>,
->;
+type Sgd = burn::optim::adaptor::OptimizerAdaptor<burn::optim::Sgd<Flex>, Lin<TB>, TB>;
+type Resumed = dp_core::checkpoint::Resumed<TB, Lin<TB>, Sgd>;
+type Opt = DpOptimizer<TB, Lin<TB>, Sgd>;
 
 fn lin(d: usize) -> Lin<TB> {
     Lin {
@@ -96,18 +94,7 @@ fn weights(m: &Lin<TB>) -> Vec<f32> {
         .unwrap()
 }
 
-fn resume(
-    path: &Path,
-    journal: Option<&Path>,
-    d: usize,
-) -> Result<
-    dp_core::checkpoint::Resumed<
-        TB,
-        Lin<TB>,
-        burn::optim::adaptor::OptimizerAdaptor<burn::optim::Sgd<Flex>, Lin<TB>, TB>,
-    >,
-    DpError,
-> {
+fn resume(path: &Path, journal: Option<&Path>, d: usize) -> Result<Resumed, DpError> {
     Opt::resume(
         path,
         journal,

@@ -340,7 +340,7 @@ fn micro_batch_sizes_do_not_change_the_update() {
                 micro,
                 0.5,
                 |idx| rows_of(&full.0, &full.1, idx),
-                |m, data, r| ce(m, data, r),
+                ce,
             )
             .unwrap();
         params(&model)
@@ -384,7 +384,7 @@ fn a_step_over_budget_is_refused_before_touching_data_and_charges_nothing() {
             8,
             0.1,
             |_: &[usize]| -> (Tensor<TB, 2>, Tensor<TB, 1, Int>) { unreachable_data() },
-            |m, data, r| ce(m, data, r),
+            ce,
         ) {
             Ok(m) => model = m,
             Err(DpError::BudgetExceeded { would_spend, .. }) => {
@@ -550,24 +550,10 @@ fn adam_and_momentum_are_wrapped_and_the_ema_follows() {
     for _ in 0..3 {
         let batch = sampler.next_batch();
         a = adam
-            .step(
-                a,
-                &batch,
-                4,
-                0.01,
-                |i| rows_of(&full.0, &full.1, i),
-                |m, data, r| ce(m, data, r),
-            )
+            .step(a, &batch, 4, 0.01, |i| rows_of(&full.0, &full.1, i), ce)
             .unwrap();
         b = sgd
-            .step(
-                b,
-                &batch,
-                4,
-                0.01,
-                |i| rows_of(&full.0, &full.1, i),
-                |m, data, r| ce(m, data, r),
-            )
+            .step(b, &batch, 4, 0.01, |i| rows_of(&full.0, &full.1, i), ce)
             .unwrap();
     }
     assert_ne!(params(&a), params(&model));

@@ -108,7 +108,7 @@ where
         model,
         rows,
         views,
-        &losses,
+        losses,
         &probe,
         0,
     )
@@ -116,22 +116,13 @@ where
     let mut norms = unclipped.norms().to_vec();
     norms.sort_by(f32::total_cmp);
     let clip = ClipSpec::new(norms[norms.len() / 2] as f64, clipping).unwrap();
-    let fast = clip_and_sum(
-        PerExampleEngine::Fast,
-        model,
-        rows,
-        views,
-        &losses,
-        &clip,
-        0,
-    )
-    .unwrap();
+    let fast = clip_and_sum(PerExampleEngine::Fast, model, rows, views, losses, &clip, 0).unwrap();
     let oracle = clip_and_sum(
         PerExampleEngine::BatchOfOne,
         model,
         rows,
         views,
-        &losses,
+        losses,
         &clip,
         0,
     )

@@ -5,7 +5,7 @@ use crate::clipping::ClipSpec;
 use crate::error::{DpError, Result};
 use crate::params::ParamInfo;
 use crate::tape;
-use burn::module::{AutodiffModule, Module, ParamId};
+use burn::module::{AutodiffModule, ParamId};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::Tensor;
 use std::collections::{HashMap, HashSet};

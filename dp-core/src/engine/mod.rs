@@ -94,7 +94,7 @@ where
     M: AutodiffModule<AB>,
     F: Fn(&M, Range<usize>) -> Tensor<AB, 1>,
 {
-    if views == 0 || rows % views != 0 {
+    if views == 0 || !rows.is_multiple_of(views) {
         return Err(DpError::Shape(format!(
             "{rows} rows are not a whole number of examples with augmult K = {views}"
         )));

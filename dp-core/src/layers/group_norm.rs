@@ -47,7 +47,7 @@ impl GroupNormConfig {
     pub fn init<B: Backend>(&self, device: &B::Device) -> Result<GroupNorm<B>> {
         if self.num_groups == 0
             || self.num_channels == 0
-            || self.num_channels % self.num_groups != 0
+            || !self.num_channels.is_multiple_of(self.num_groups)
         {
             return Err(DpError::invalid(
                 "num_groups",

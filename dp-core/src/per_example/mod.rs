@@ -184,7 +184,7 @@ pub(crate) enum Prepared<B: Backend> {
 
 /// Groups rows by example: `[N, ...]` with N = E·K.
 fn examples(n: usize, views: usize) -> Result<usize> {
-    if views == 0 || n % views != 0 {
+    if views == 0 || !n.is_multiple_of(views) {
         return Err(DpError::Shape(format!(
             "{n} rows are not a whole number of examples with augmult K = {views}"
         )));
