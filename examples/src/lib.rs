@@ -2,4 +2,5 @@
 #![deny(missing_docs)]
 
 pub mod bench;
+pub mod parity;
 pub mod rss;

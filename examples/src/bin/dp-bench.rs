@@ -3,7 +3,8 @@
 //! `cargo run --release -p examples --bin dp-bench -- --model fmnist-cnn --batch 256 --json`
 //! times, interleaved in one process after warm-up, the median non-private step, private step
 //! (fast path) and naive step (batch-of-one), and prints one JSON object per line.
-//! `--mode nonprivate|private` runs one kind alone and adds the process's peak memory.
+//! `--mode nonprivate|private` runs one kind alone and adds the process's peak memory;
+//! `--mode parity` checks one seeded private step on CUDA against the CPU (needs a GPU).
 
 use burn::optim::SgdConfig;
 use burn::tensor::backend::AutodiffBackend;
@@ -61,6 +62,8 @@ enum Mode {
     Both,
     Nonprivate,
     Private,
+    /// One seeded private step on CUDA and on the CPU must agree within 1e-4.
+    Parity,
 }
 
 fn model_name(m: ModelArg) -> &'static str {
@@ -144,6 +147,16 @@ fn run<B: AutodiffBackend>(
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    if args.mode == Mode::Parity {
+        return match examples::parity::run() {
+            Ok(true) => std::process::ExitCode::SUCCESS,
+            Ok(false) => std::process::ExitCode::from(1),
+            Err(e) => {
+                eprintln!("error: {e}");
+                std::process::ExitCode::from(2)
+            }
+        };
+    }
     let result = match args.device {
         DeviceArg::Cpu => {
             run::<burn::backend::Autodiff<dp_core::device::Cpu>>(&args, Default::default(), "cpu")
