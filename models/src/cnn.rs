@@ -3,13 +3,13 @@
 //! stride 1, conv 32 4×4 stride 2, tanh, max-pool 2 stride 1, linear 32, tanh, linear 10.
 //! 26,010 parameters.
 
+use crate::error::Result;
 use burn::module::Module;
 use burn::tensor::activation::tanh;
 use burn::tensor::backend::Backend;
 use burn::tensor::module::max_pool2d;
 use burn::tensor::Tensor;
 use dp_core::layers::{Conv2d, Conv2dConfig, Linear, LinearConfig};
-use dp_core::Result;
 
 /// Tramèr & Boneh's CNN.
 #[derive(Module, Debug)]
@@ -32,7 +32,7 @@ impl<B: Backend> TanhCnn<B> {
     /// use burn::module::Module;
     /// let model = dp_models::TanhCnn::<Flex>::new(10, &Default::default())?;
     /// assert_eq!(model.num_params(), 26_010);
-    /// # Ok::<(), dp_core::DpError>(())
+    /// # Ok::<(), dp_models::ModelError>(())
     /// ```
     pub fn new(classes: usize, device: &B::Device) -> Result<Self> {
         Ok(Self {

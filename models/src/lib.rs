@@ -2,5 +2,15 @@
 #![deny(missing_docs)]
 
 pub mod cnn;
+mod error;
+pub mod finetune;
+pub mod load;
+pub mod nfnet;
+pub mod padding;
+pub mod wrn;
 
 pub use cnn::TanhCnn;
+pub use error::{ModelError, Result};
+pub use load::{load_safetensors, save_safetensors, KeyLayout};
+pub use nfnet::{NfNet, NfNetConfig};
+pub use wrn::{WideResNet, WideResNetConfig};

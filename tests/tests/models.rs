@@ -1,0 +1,183 @@
+//! WideResNet and NFNet: parameter counts against their published sizes and timm, no
+//! cross-example layers, and the fast per-example path against the batch-of-one oracle on
+//! tiny widths.
+
+use burn::backend::{Autodiff, Flex};
+use burn::module::{AutodiffModule, Module};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Distribution, Int, Tensor, TensorData};
+use dp_core::loss::cross_entropy_per_row;
+use dp_core::params::param_infos;
+use dp_core::{clip_and_sum, validate_model, ClipSpec, Clipping, PerExampleEngine};
+use dp_models::{NfNetConfig, WideResNetConfig};
+use std::ops::Range;
+
+type TB = Autodiff<Flex>;
+
+/// WRN-d-k parameter count from the architecture description (De et al. 2022 / jax_privacy):
+/// 3×3 WS conv to 16, stages of (d−4)/6 blocks (GN, WS conv 3×3, GN, WS conv 3×3; a GN + 1×1
+/// WS conv shortcut on each stage's first block), final GN, linear. WS convs carry weight,
+/// gain and bias; GN a scale and a shift.
+fn wrn_params(depth: usize, k: usize, classes: usize) -> usize {
+    let n = (depth - 4) / 6;
+    let ws = |ci: usize, co: usize, kk: usize| kk * kk * ci * co + 2 * co;
+    let gn = |c: usize| 2 * c;
+    let (mut total, mut c) = (ws(3, 16, 3), 16);
+    for stage in 0..3 {
+        let w = 16 * k << stage;
+        for i in 0..n {
+            if i == 0 {
+                total += gn(c) + ws(c, w, 1);
+            }
+            total += gn(c) + ws(c, w, 3) + gn(w) + ws(w, w, 3);
+            c = w;
+        }
+    }
+    total + gn(c) + c * classes + classes
+}
+
+#[test]
+fn wide_resnet_sizes_match_the_published_ones() {
+    let device = Default::default();
+    // Zagoruyko & Komodakis 2016, Table 1: WRN-16-4 2.7M, WRN-40-4 8.9M parameters.
+    for (depth, k, published) in [(16, 4, 2.7e6), (40, 4, 8.9e6)] {
+        let model = WideResNetConfig::new(depth, k, 10)
+            .init::<Flex>(&device)
+            .unwrap();
+        let count = model.num_params();
+        assert_eq!(count, wrn_params(depth, k, 10), "WRN-{depth}-{k}");
+        assert!(
+            (count as f64 / published - 1.0).abs() < 0.03,
+            "WRN-{depth}-{k}: {count}"
+        );
+    }
+    assert!(WideResNetConfig::new(15, 4, 10)
+        .init::<Flex>(&device)
+        .is_err());
+}
+
+#[test]
+fn nfnet_sizes_match_timm() {
+    // timm 1.0.31: sum(p.numel() for p in timm.create_model('dm_nfnet_fX').parameters())
+    // (tests/data/README.md).
+    let device = Default::default();
+    for (config, timm) in [
+        (NfNetConfig::f0(), 71_489_284usize),
+        (NfNetConfig::f1(), 132_634_256),
+        (NfNetConfig::f2(), 193_779_228),
+        (NfNetConfig::f3(), 254_924_200),
+    ] {
+        let model = config.init::<Flex>(&device).unwrap();
+        assert_eq!(model.num_params(), timm, "{:?}", config.depths);
+    }
+}
+
+#[test]
+fn no_model_mixes_examples() {
+    let device = Default::default();
+    validate_model(
+        &WideResNetConfig::new(16, 4, 10)
+            .init::<Flex>(&device)
+            .unwrap(),
+    )
+    .unwrap();
+    validate_model(&NfNetConfig::tiny().init::<Flex>(&device).unwrap()).unwrap();
+    validate_model(&dp_models::TanhCnn::<Flex>::new(10, &device).unwrap()).unwrap();
+}
+
+fn batch(rows: usize, size: usize, classes: usize) -> (Tensor<TB, 4>, Tensor<TB, 1, Int>) {
+    let device = Default::default();
+    TB::seed(&device, 3);
+    let x = Tensor::random(
+        [rows, 3, size, size],
+        Distribution::Normal(0.0, 1.0),
+        &device,
+    );
+    let y: Vec<i64> = (0..rows).map(|i| (i % classes) as i64).collect();
+    (x, Tensor::from_data(TensorData::new(y, [rows]), &device))
+}
+
+fn relative_l2(a: &[f32], b: &[f32]) -> f64 {
+    let d: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (*x as f64 - *y as f64).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    let n: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum::<f64>().sqrt();
+    d / n.max(1e-30)
+}
+
+fn compare<M: AutodiffModule<TB>>(
+    model: &M,
+    forward: impl Fn(&M, Tensor<TB, 4>) -> Tensor<TB, 2>,
+    rows: usize,
+    views: usize,
+    size: usize,
+) {
+    let (x, y) = batch(rows, size, 10);
+    let losses = |m: &M, r: Range<usize>| {
+        cross_entropy_per_row(forward(m, x.clone().slice(r.clone())), y.clone().slice(r))
+    };
+    let probe = ClipSpec::new(1e9, Clipping::Flat).unwrap();
+    let raw = clip_and_sum(
+        PerExampleEngine::BatchOfOne,
+        model,
+        rows,
+        views,
+        losses,
+        &probe,
+        0,
+    )
+    .unwrap();
+    let mut norms = raw.norms().to_vec();
+    norms.sort_by(f32::total_cmp);
+    let clip = ClipSpec::new(norms[norms.len() / 2] as f64, Clipping::Flat).unwrap();
+    let fast = clip_and_sum(PerExampleEngine::Fast, model, rows, views, losses, &clip, 0).unwrap();
+    let oracle = clip_and_sum(
+        PerExampleEngine::BatchOfOne,
+        model,
+        rows,
+        views,
+        losses,
+        &clip,
+        0,
+    )
+    .unwrap();
+    for (a, b) in fast.norms().iter().zip(oracle.norms()) {
+        assert!(((a - b) / b).abs() < 1e-4, "norm {a} vs oracle {b}");
+    }
+    for p in param_infos(model).into_iter().filter(|p| p.trainable) {
+        let rel = relative_l2(
+            &fast.gradient(p.id).unwrap(),
+            &oracle.gradient(p.id).unwrap(),
+        );
+        assert!(rel < 1e-4, "{}: {rel:e}", p.path);
+    }
+}
+
+#[test]
+fn tiny_wide_resnet_fast_path_matches_the_oracle() {
+    let device = Default::default();
+    let model = WideResNetConfig::new(10, 1, 10)
+        .with_groups(4)
+        .with_input_size(8)
+        .init::<TB>(&device)
+        .unwrap();
+    compare(&model, |m, x| m.forward(x), 4, 1, 8);
+    compare(&model, |m, x| m.forward(x), 6, 2, 8);
+}
+
+#[test]
+fn tiny_nfnet_fast_path_matches_the_oracle() {
+    let device = Default::default();
+    let mut config = NfNetConfig::tiny().with_input_size(16);
+    config.depths = [1, 1, 1, 1];
+    let mut model = config.init::<TB>(&device).unwrap();
+    // SkipInit gains start at 0, which would zero every residual branch's gradient: start
+    // them away from 0 so that every layer is exercised.
+    for block in model.stages.iter_mut().flatten() {
+        block.skipinit_gain.gain = block.skipinit_gain.gain.clone().map(|g| g.add_scalar(0.5));
+    }
+    compare(&model, |m, x| m.forward(x), 4, 1, 16);
+}
