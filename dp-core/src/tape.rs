@@ -55,7 +55,10 @@ impl<AB: AutodiffBackend> Tape<AB> for Recorder<AB> {
     }
 
     fn probe(&mut self, output: Tensor<AB, 3>, data: LayerData<AB>) -> Tensor<AB, 3> {
-        let probe = Tensor::<AB, 3>::zeros(output.dims(), &output.device()).require_grad();
+        // A zero broadcast to the output's shape: a full-shape leaf (so its gradient is the
+        // full dL/d(output)) backed by a single stored value (no output-sized allocation).
+        let zero = Tensor::<AB::InnerBackend, 3>::zeros([1, 1, 1], &output.device());
+        let probe = Tensor::<AB, 3>::from_inner(zero.expand(output.dims())).require_grad();
         self.records.borrow_mut().push(Record {
             data: data.into_inner(),
             probe: probe.clone(),

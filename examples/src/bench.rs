@@ -23,6 +23,18 @@ impl<B: AutodiffBackend> BenchModel<B> for dp_models::TanhCnn<B> {
     }
 }
 
+impl<B: AutodiffBackend> BenchModel<B> for dp_models::WideResNet<B> {
+    fn logits(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
+        self.forward(x)
+    }
+}
+
+impl<B: AutodiffBackend> BenchModel<B> for dp_models::NfNet<B> {
+    fn logits(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
+        self.forward(x)
+    }
+}
+
 /// A synthetic batch of images and labels (timing does not depend on the values).
 pub struct Batch<B: AutodiffBackend> {
     /// `[N, C, H, W]`.

@@ -39,7 +39,9 @@ fn one_step<B: AutodiffBackend>(device: &B::Device, record: Vec<u8>) -> dp_core:
     let recorder = NamedMpkBytesRecorder::<FullPrecisionSettings>::default();
     let loaded = Recorder::<B>::load(&recorder, record, device)
         .map_err(|e| dp_core::DpError::Shape(format!("record: {e}")))?;
-    let model = TanhCnn::<B>::new(10, device)?.load_record(loaded);
+    let model = TanhCnn::<B>::new(10, device)
+        .map_err(|e| dp_core::DpError::Shape(e.to_string()))?
+        .load_record(loaded);
     let pixels: Vec<f32> = (0..BATCH * 784)
         .map(|i| ((i * 7919 % 1000) as f32) / 500.0 - 1.0)
         .collect();
@@ -70,7 +72,8 @@ pub fn run() -> dp_core::Result<bool> {
     type Cpu = burn::backend::Autodiff<dp_core::device::Cpu>;
     let cpu_device = Default::default();
     <Cpu as burn::tensor::backend::Backend>::seed(&cpu_device, 1);
-    let initial = TanhCnn::<Cpu>::new(10, &cpu_device)?;
+    let initial =
+        TanhCnn::<Cpu>::new(10, &cpu_device).map_err(|e| dp_core::DpError::Shape(e.to_string()))?;
     let recorder = NamedMpkBytesRecorder::<FullPrecisionSettings>::default();
     let record = Recorder::<Cpu>::record(&recorder, initial.into_record(), ())
         .map_err(|e| dp_core::DpError::Shape(format!("record: {e}")))?;

@@ -254,7 +254,7 @@ impl<B: Backend> Builder<'_, B> {
         let cfg = self.config;
         let mut mid = make_divisible(c_out as f64 * cfg.bottle_ratio, 8, 0.9);
         let groups = (mid / cfg.group_size).max(1);
-        if cfg.group_size % 8 == 0 {
+        if cfg.group_size.is_multiple_of(8) {
             mid = cfg.group_size * groups;
         }
         let downsample = (c_in != c_out || stride != 1)

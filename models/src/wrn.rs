@@ -70,7 +70,7 @@ impl WideResNetConfig {
 
     /// Blocks per stage, (d − 4)/6.
     pub fn blocks_per_stage(&self) -> Result<usize> {
-        if self.depth < 10 || (self.depth - 4) % 6 != 0 {
+        if self.depth < 10 || !(self.depth - 4).is_multiple_of(6) {
             return Err(DpError::invalid(
                 "depth",
                 "d",
@@ -117,7 +117,7 @@ impl WideResNetConfig {
         let mut blocks = Vec::new();
         let mut c_in = 16;
         for (stage, stride) in [1usize, 2, 2].into_iter().enumerate() {
-            let width = 16 * self.width << stage;
+            let width = (16 * self.width) << stage;
             for i in 0..n {
                 let s = if i == 0 { stride } else { 1 };
                 let shortcut = if i == 0 {

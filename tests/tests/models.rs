@@ -24,7 +24,7 @@ fn wrn_params(depth: usize, k: usize, classes: usize) -> usize {
     let gn = |c: usize| 2 * c;
     let (mut total, mut c) = (ws(3, 16, 3), 16);
     for stage in 0..3 {
-        let w = 16 * k << stage;
+        let w = (16 * k) << stage;
         for i in 0..n {
             if i == 0 {
                 total += gn(c) + ws(c, w, 1);

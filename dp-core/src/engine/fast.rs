@@ -30,17 +30,29 @@ pub(super) fn clip_and_sum<AB: AutodiffBackend, M: AutodiffModule<AB>>(
         )));
     }
     check_coverage(&records, params)?;
-    let grads = loss.sum().backward();
+    let mut grads = loss.sum().backward();
+    // Layer by layer: take the layer's output gradient out of the gradient store, form its
+    // per-example norms, keep only what its clipped sum will need.
     let mut prepared = Vec::with_capacity(records.len());
+    let mut squared = Vec::with_capacity(records.len());
     for record in records {
         let g = record
             .probe
-            .grad(&grads)
+            .grad_remove(&mut grads)
             .unwrap_or_else(|| Tensor::zeros(record.probe.dims(), &record.probe.device()));
-        prepared.push(record.data.prepare(g, views)?);
+        let mut layer = record.data.prepare(g, views)?;
+        squared.push(layer.squared_norms()?);
+        layer.compact()?;
+        prepared.push(layer);
     }
     drop(grads);
-    let squared: Vec<_> = prepared.iter_mut().map(|p| p.squared_norms()).collect();
+    if squared.is_empty() {
+        // Nothing trainable: every example's gradient is zero.
+        return Ok(ClippedSum {
+            sums: HashMap::new(),
+            norms: vec![0.0; rows / views],
+        });
+    }
     let factors = clip.factors(&squared);
     let total = squared
         .iter()
@@ -51,7 +63,7 @@ pub(super) fn clip_and_sum<AB: AutodiffBackend, M: AutodiffModule<AB>>(
         norms: norms_of(total),
     };
     for (layer, factor) in prepared.into_iter().zip(factors) {
-        for (id, grad) in layer.weighted_sums(factor) {
+        for (id, grad) in layer.weighted_sums(factor)? {
             out.sums.insert(id, grad);
         }
     }

@@ -206,7 +206,7 @@ impl<B: Backend> Conv2d<B> {
         );
         let weight = self.weight.id;
         let bias = self.bias.as_ref().map(|b| b.id);
-        record_conv(y, |trainable| {
+        record_conv(y, |trainable, _output| {
             let weight = Some(weight).filter(|id| trainable(*id));
             let bias = bias.filter(|id| trainable(*id));
             (weight.is_some() || bias.is_some()).then(|| LayerData::Conv {
@@ -240,12 +240,12 @@ pub(crate) fn conv<B: Backend>(
 /// In a private forward, probes a convolution output `[N, C, H, W]` (as `[N, C, H·W]`).
 pub(crate) fn record_conv<B: Backend>(
     y: Tensor<B, 4>,
-    data: impl FnOnce(&dyn Fn(burn::module::ParamId) -> bool) -> Option<LayerData<B>>,
+    data: impl FnOnce(&dyn Fn(burn::module::ParamId) -> bool, Tensor<B, 3>) -> Option<LayerData<B>>,
 ) -> Tensor<B, 4> {
     let dims = y.dims();
     let probed = with_tape::<B, _>(|tape| {
-        let data = data(&|id| tape.is_trainable(id))?;
         let output = y.clone().reshape([dims[0], dims[1], dims[2] * dims[3]]);
+        let data = data(&|id| tape.is_trainable(id), output.clone())?;
         Some(tape.probe(output, data))
     });
     match probed.flatten() {

@@ -3,7 +3,7 @@
 use super::conv2d::{conv, record_conv, Conv2dConfig};
 use crate::error::{DpError, Result};
 use crate::per_example::im2col::ConvGeometry;
-use crate::per_example::LayerData;
+use crate::per_example::{ws_keeps_output, LayerData, WsIds, WsValues};
 use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor};
@@ -150,19 +150,27 @@ impl<B: Backend> WsConv2d<B> {
             self.gain.id,
             self.bias.as_ref().map(|b| b.id),
         );
-        record_conv(y, |trainable| {
-            let weight = Some(ids.0).filter(|id| trainable(*id));
-            let gain = Some(ids.1).filter(|id| trainable(*id));
-            let bias = ids.2.filter(|id| trainable(*id));
-            (weight.is_some() || gain.is_some() || bias.is_some()).then(|| LayerData::WsConv {
-                weight,
-                gain,
-                bias,
+        record_conv(y, |trainable, output| {
+            let ids = WsIds {
+                weight: Some(ids.0).filter(|id| trainable(*id)),
+                gain: Some(ids.1).filter(|id| trainable(*id)),
+                bias: ids.2.filter(|id| trainable(*id)),
+            };
+            let any = ids.weight.is_some() || ids.gain.is_some() || ids.bias.is_some();
+            let [c_out, c_in, kh, kw] = self.weight.dims();
+            let (d, o) = (c_in * kh * kw, c_out / self.groups);
+            let output = ws_keeps_output(output.dims()[2], d, o).then_some(output);
+            any.then(|| LayerData::WsConv {
+                ids,
                 input: x,
+                output,
                 geometry: geo,
-                raw_weight: self.weight.val(),
-                gain_value: self.gain.val(),
-                eps: self.eps,
+                values: WsValues {
+                    raw_weight: self.weight.val(),
+                    gain: self.gain.val(),
+                    bias: self.bias.as_ref().map(|b| b.val()),
+                    eps: self.eps,
+                },
             })
         })
     }

@@ -8,7 +8,11 @@
 //! cheaper (the mixed rule of Bu et al. 2022). The clipped sum Σₑ cₑPₑ is then either a
 //! weighted sum of the P already computed, or one matrix product over all rows, (c ⊙ g)·a
 //! (book-keeping, Bu et al. 2023), with no per-example matrix at all.
+//!
+//! Between the norms and the sums (which need the clipping factors of all layers), a layer
+//! keeps only the smaller of what the sum needs: P, or g with a way to rebuild a.
 
+use crate::error::{DpError, Result};
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
@@ -18,22 +22,35 @@ pub(crate) fn use_ghost_norm(r: usize, d: usize, o: usize) -> bool {
     r * (d + o) < d * o
 }
 
+/// Rebuilds the activations `[E, G, R, d]` (e.g. im2col of a kept input).
+pub(crate) type Rebuild<B> = Box<dyn Fn() -> Result<Tensor<B, 4>>>;
+
 /// Where the weight gradient of a layer is available from.
 enum Weight<B: Backend> {
-    /// The activations `[E, G, R, d]`; per-example gradients not formed yet.
+    /// The activations `[E, G, R, d]`; per-example gradients not formed.
     Activations(Tensor<B, 4>),
-    /// The per-example gradients P `[E, G, o, d]` (activations already dropped).
+    /// The per-example gradients P `[E, G, o, d]`.
     Explicit(Tensor<B, 4>),
+    /// Activations dropped after the norms; rebuilt for the sum.
+    Dropped,
 }
 
 /// Activations (or per-example weight gradients) and output gradients of one layer, grouped
 /// by example.
 pub(crate) struct Dense<B: Backend> {
     weight: Weight<B>,
-    /// `[E, G, o, R]`.
-    g: Tensor<B, 4>,
+    /// `[E, G, o, R]`; dropped when only P is needed.
+    g: Option<Tensor<B, 4>>,
+    /// Σ_r g per example `[E, G·o]`, kept once g may be dropped.
+    bias: Option<Tensor<B, 2>>,
+    rebuild: Option<Rebuild<B>>,
     /// (E, G, R, d, o).
     dims: (usize, usize, usize, usize, usize),
+    device: B::Device,
+}
+
+fn missing(what: &str) -> DpError {
+    DpError::Shape(format!("per-example data already released: {what}"))
 }
 
 impl<B: Backend> Dense<B> {
@@ -41,10 +58,22 @@ impl<B: Backend> Dense<B> {
     pub fn new(a: Tensor<B, 4>, g: Tensor<B, 4>) -> Self {
         let [e, groups, r, d] = a.dims();
         let o = g.dims()[2];
+        let device = g.device();
         Self {
             weight: Weight::Activations(a),
-            g,
+            g: Some(g),
+            bias: None,
+            rebuild: None,
             dims: (e, groups, r, d, o),
+            device,
+        }
+    }
+
+    /// Like [`Dense::new`], with a way to rebuild the activations after [`Dense::compact`].
+    pub fn rebuildable(a: Tensor<B, 4>, g: Tensor<B, 4>, rebuild: Rebuild<B>) -> Self {
+        Self {
+            rebuild: Some(rebuild),
+            ..Self::new(a, g)
         }
     }
 
@@ -52,15 +81,24 @@ impl<B: Backend> Dense<B> {
     pub fn from_explicit(p: Tensor<B, 4>, g: Tensor<B, 4>) -> Self {
         let [e, groups, o, d] = p.dims();
         let r = g.dims()[3];
+        let device = g.device();
         Self {
             weight: Weight::Explicit(p),
-            g,
+            g: Some(g),
+            bias: None,
+            rebuild: None,
             dims: (e, groups, r, d, o),
+            device,
         }
     }
 
-    fn dims(&self) -> (usize, usize, usize, usize, usize) {
-        self.dims
+    fn g_ref(&self) -> Result<&Tensor<B, 4>> {
+        self.g.as_ref().ok_or_else(|| missing("output gradients"))
+    }
+
+    /// Output gradients `[E, G, o, R]`.
+    pub fn g(&self) -> Result<Tensor<B, 4>> {
+        self.g_ref().cloned()
     }
 
     pub fn examples(&self) -> usize {
@@ -68,57 +106,77 @@ impl<B: Backend> Dense<B> {
     }
 
     pub fn device(&self) -> B::Device {
-        self.g.device()
+        self.device.clone()
     }
 
     /// P = g·a per example, `[E, G, o, d]`; after this the activations are dropped.
-    pub fn per_example_weight(&mut self) -> Tensor<B, 4> {
+    pub fn per_example_weight(&mut self) -> Result<Tensor<B, 4>> {
         let p = match &self.weight {
-            Weight::Explicit(p) => return p.clone(),
-            Weight::Activations(a) => self.g.clone().matmul(a.clone()),
+            Weight::Explicit(p) => return Ok(p.clone()),
+            Weight::Activations(a) => self.g_ref()?.clone().matmul(a.clone()),
+            Weight::Dropped => return Err(missing("activations")),
         };
         self.weight = Weight::Explicit(p.clone());
-        p
+        Ok(p)
     }
 
     /// ‖Pₑ‖² over all groups: `[E]`.
-    pub fn weight_norms_sq(&mut self) -> Tensor<B, 1> {
-        let (e, _, r, d, o) = self.dims();
+    pub fn weight_norms_sq(&mut self) -> Result<Tensor<B, 1>> {
+        let (e, _, r, d, o) = self.dims;
         let squares = match &self.weight {
             Weight::Activations(a) if use_ghost_norm(r, d, o) => {
+                let g = self.g_ref()?;
                 let aa = a.clone().matmul(a.clone().swap_dims(2, 3));
-                let gg = self.g.clone().swap_dims(2, 3).matmul(self.g.clone());
+                let gg = g.clone().swap_dims(2, 3).matmul(g.clone());
                 aa * gg
             }
-            _ => self.per_example_weight().square(),
+            _ => self.per_example_weight()?.square(),
         };
-        squares.reshape([e as i64, -1]).sum_dim(1).reshape([e])
+        Ok(squares.reshape([e as i64, -1]).sum_dim(1).reshape([e]))
     }
 
     /// Σ_r g_r per example: `[E, G·o]`.
-    pub fn per_example_bias(&self) -> Tensor<B, 2> {
-        let (e, groups, _, _, o) = self.dims();
-        self.g.clone().sum_dim(3).reshape([e, groups * o])
+    pub fn per_example_bias(&self) -> Result<Tensor<B, 2>> {
+        if let Some(b) = &self.bias {
+            return Ok(b.clone());
+        }
+        let (e, groups, _, _, o) = self.dims;
+        Ok(self.g_ref()?.clone().sum_dim(3).reshape([e, groups * o]))
     }
 
     /// ‖Σ_r g_r‖² per example: `[E]`.
-    pub fn bias_norms_sq(&self) -> Tensor<B, 1> {
+    pub fn bias_norms_sq(&self) -> Result<Tensor<B, 1>> {
         let e = self.examples();
-        self.per_example_bias().square().sum_dim(1).reshape([e])
+        Ok(self.per_example_bias()?.square().sum_dim(1).reshape([e]))
+    }
+
+    /// Keeps only what the sums need: P (dropping g), or g and a way to rebuild a.
+    pub fn compact(&mut self) -> Result<()> {
+        self.bias = Some(self.per_example_bias()?);
+        match self.weight {
+            Weight::Explicit(_) => self.g = None,
+            Weight::Activations(_) if self.rebuild.is_some() => self.weight = Weight::Dropped,
+            _ => {}
+        }
+        Ok(())
     }
 
     /// Σₑ scaleₑ Pₑ: `[G, o, d]`.
-    pub fn weight_sum(&self, scale: Tensor<B, 1>) -> Tensor<B, 3> {
-        let (e, groups, r, d, o) = self.dims();
+    pub fn weight_sum(&self, scale: Tensor<B, 1>) -> Result<Tensor<B, 3>> {
+        let (e, groups, r, d, o) = self.dims;
         let a = match &self.weight {
             Weight::Explicit(p) => {
-                return (p.clone() * scale.reshape([e, 1, 1, 1]))
-                    .sum_dim(0)
-                    .reshape([groups, o, d])
+                // One matrix product [1, E]·[E, G·o·d] instead of a reduction over dim 0.
+                let flat = p.clone().reshape([e, groups * o * d]);
+                return Ok(scale.reshape([1, e]).matmul(flat).reshape([groups, o, d]));
             }
             Weight::Activations(a) => a.clone(),
+            Weight::Dropped => (self
+                .rebuild
+                .as_ref()
+                .ok_or_else(|| missing("activations"))?)()?,
         };
-        let g = (self.g.clone() * scale.reshape([e, 1, 1, 1]))
+        let g = (self.g_ref()?.clone() * scale.reshape([e, 1, 1, 1]))
             .permute([1, 2, 0, 3])
             .reshape([groups, o, e * r]);
         let a = if groups == 1 {
@@ -126,14 +184,55 @@ impl<B: Backend> Dense<B> {
         } else {
             a.swap_dims(0, 1).reshape([groups, e * r, d])
         };
-        g.matmul(a)
+        Ok(g.matmul(a))
     }
 
     /// Σₑ scaleₑ Σ_r g_r: `[G·o]`.
-    pub fn bias_sum(&self, scale: Tensor<B, 1>) -> Tensor<B, 1> {
+    pub fn bias_sum(&self, scale: Tensor<B, 1>) -> Result<Tensor<B, 1>> {
         let e = self.examples();
-        (self.per_example_bias() * scale.reshape([e, 1]))
-            .sum_dim(0)
-            .reshape([-1])
+        Ok(scale
+            .reshape([1, e])
+            .matmul(self.per_example_bias()?)
+            .reshape([-1]))
+    }
+
+    /// ‖P_{e,c}‖² per example and output channel: `[E, G·o]`.
+    pub fn per_channel_sq(&mut self) -> Result<Tensor<B, 2>> {
+        let (e, groups, r, d, o) = self.dims;
+        let sq = match &self.weight {
+            Weight::Activations(a) if use_ghost_norm(r, d, o) => {
+                // g_cᵀ (a aᵀ) g_c for every channel c.
+                let g = self.g_ref()?;
+                let gram = a.clone().matmul(a.clone().swap_dims(2, 3));
+                (g.clone().matmul(gram) * g.clone()).sum_dim(3)
+            }
+            _ => self.per_example_weight()?.square().sum_dim(3),
+        };
+        Ok(sq.reshape([e, groups * o]))
+    }
+
+    /// Mean of P_{e,c} over its d inputs: `[E, G·o]`.
+    pub fn per_channel_mean(&self) -> Result<Tensor<B, 2>> {
+        let (e, groups, _, d, o) = self.dims;
+        let mean = match &self.weight {
+            Weight::Explicit(p) => p.clone().mean_dim(3),
+            // Σ_j P_cj = Σ_t g_tc (Σ_j a_tj): row sums of a.
+            Weight::Activations(a) => self
+                .g_ref()?
+                .clone()
+                .matmul(a.clone().sum_dim(3))
+                .div_scalar(d as f64),
+            Weight::Dropped => return Err(missing("activations")),
+        };
+        Ok(mean.reshape([e, groups * o]))
+    }
+
+    /// u_c · P_{e,c} for per-channel vectors `u` `[G·o, d]`: `[E, G·o]` (forms P).
+    pub fn per_channel_projection(&mut self, u: Tensor<B, 2>) -> Result<Tensor<B, 2>> {
+        let (e, groups, _, d, o) = self.dims;
+        let u = u.reshape([1, groups, o, d]);
+        Ok((self.per_example_weight()? * u)
+            .sum_dim(3)
+            .reshape([e, groups * o]))
     }
 }

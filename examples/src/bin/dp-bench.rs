@@ -11,7 +11,8 @@ use burn::tensor::backend::AutodiffBackend;
 use clap::{Parser, ValueEnum};
 use dp_core::PerExampleEngine;
 use dp_models::TanhCnn;
-use examples::bench::{self, Batch};
+use dp_models::{NfNetConfig, WideResNetConfig};
+use examples::bench::{self, Batch, BenchModel};
 use serde_json::json;
 
 #[derive(Parser, Debug)]
@@ -48,7 +49,13 @@ struct Args {
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq)]
 enum ModelArg {
+    /// Tramèr & Boneh's CNN, 1×28×28.
     FmnistCnn,
+    /// WRN-16-4, 3×32×32.
+    #[value(name = "wrn16-4")]
+    Wrn16_4,
+    /// NFNet-F0 structure at tiny widths, 3×32×32.
+    NfnetF0Tiny,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq)]
@@ -69,6 +76,8 @@ enum Mode {
 fn model_name(m: ModelArg) -> &'static str {
     match m {
         ModelArg::FmnistCnn => "fmnist-cnn",
+        ModelArg::Wrn16_4 => "wrn16-4",
+        ModelArg::NfnetF0Tiny => "nfnet-f0-tiny",
     }
 }
 
@@ -76,10 +85,36 @@ fn run<B: AutodiffBackend>(
     args: &Args,
     device: B::Device,
     device_name: &str,
+) -> Result<(), String> {
+    let e = |err: dp_models::ModelError| err.to_string();
+    let result = match args.model {
+        ModelArg::FmnistCnn => {
+            let model = TanhCnn::<B>::new(10, &device).map_err(e)?;
+            time(args, model, [1, 28, 28], device, device_name)
+        }
+        ModelArg::Wrn16_4 => {
+            let model = WideResNetConfig::new(16, 4, 10)
+                .init::<B>(&device)
+                .map_err(e)?;
+            time(args, model, [3, 32, 32], device, device_name)
+        }
+        ModelArg::NfnetF0Tiny => {
+            let model = NfNetConfig::tiny().init::<B>(&device).map_err(e)?;
+            time(args, model, [3, 32, 32], device, device_name)
+        }
+    };
+    result.map_err(|err| err.to_string())
+}
+
+fn time<B: AutodiffBackend, M: BenchModel<B>>(
+    args: &Args,
+    model: M,
+    shape: [usize; 3],
+    device: B::Device,
+    device_name: &str,
 ) -> dp_core::Result<()> {
-    let model = TanhCnn::<B>::new(10, &device)?;
-    let batch = Batch::<B>::random(args.batch, [1, 28, 28], 10, &device);
-    let mut nonprivate_optim = SgdConfig::new().init::<B, TanhCnn<B>>();
+    let batch = Batch::<B>::random(args.batch, shape, 10, &device);
+    let mut nonprivate_optim = SgdConfig::new().init::<B, M>();
     let mut private_optim = bench::private_optimizer(&model, PerExampleEngine::Fast)?;
     let mut naive_optim = bench::private_optimizer(&model, PerExampleEngine::BatchOfOne)?;
     let mut sampler = bench::sampler(args.batch)?;
@@ -173,8 +208,8 @@ fn main() -> std::process::ExitCode {
 }
 
 #[cfg(feature = "cuda")]
-fn cuda(args: &Args) -> dp_core::Result<()> {
-    dp_core::device::check_cuda(0)?;
+fn cuda(args: &Args) -> Result<(), String> {
+    dp_core::device::check_cuda(0).map_err(|e| e.to_string())?;
     run::<burn::backend::Autodiff<burn::backend::Cuda>>(
         args,
         burn::backend::cuda::CudaDevice::new(0),
@@ -183,6 +218,6 @@ fn cuda(args: &Args) -> dp_core::Result<()> {
 }
 
 #[cfg(not(feature = "cuda"))]
-fn cuda(_: &Args) -> dp_core::Result<()> {
-    dp_core::device::check_cuda(0)
+fn cuda(_: &Args) -> Result<(), String> {
+    dp_core::device::check_cuda(0).map_err(|e| e.to_string())
 }
