@@ -86,13 +86,13 @@ impl DpSgdConfig {
             }
         }
         if let Some(b) = self.budget {
-            let valid = b.epsilon > 0.0 && b.epsilon.is_finite() && b.delta > 0.0 && b.delta < 1.0;
+            let valid = b.epsilon >= 0.0 && b.epsilon.is_finite() && b.delta > 0.0 && b.delta < 1.0;
             if !valid {
                 return Err(DpError::invalid(
                     "budget",
                     "(ε, δ)",
                     format!("({}, {})", b.epsilon, b.delta),
-                    "ε > 0, δ in (0, 1)",
+                    "ε >= 0, δ in (0, 1)",
                 ));
             }
         }

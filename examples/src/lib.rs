@@ -1,6 +1,12 @@
 //! Shared pieces of the example programs and benchmarks.
 #![deny(missing_docs)]
 
+pub mod augment;
 pub mod bench;
+pub mod data;
+pub mod error;
 pub mod parity;
+pub mod presets;
+pub mod report;
 pub mod rss;
+pub mod train;

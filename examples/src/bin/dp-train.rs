@@ -1,0 +1,273 @@
+//! `dp-train`: private training from a preset, with progress, reports and resumable runs.
+//!
+//! ```text
+//! cargo run --release -p examples --bin dp-train -- --preset fmnist-cnn-eps3 --out runs/fmnist
+//! cargo run --release -p examples --bin dp-train -- --out runs/fmnist --resume
+//! cargo run --release -p examples --bin dp-train -- --list-presets
+//! ```
+//!
+//! Exit codes: 0 on success, 2 on bad input (one line on stderr), 1 on other failures.
+
+use clap::Parser;
+use dp_accountant::AccountantKind;
+use examples::error::TrainError;
+use examples::presets::{preset, presets};
+use examples::train::{
+    train, DeviceChoice, NfNetVariant, Outcome, Overrides, RunConfig, TrainOptions,
+};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "dp-train",
+    about = "Differentially private training (DP-SGD) from a preset"
+)]
+struct Args {
+    /// Recipe (see --list-presets).
+    #[arg(long)]
+    preset: Option<String>,
+    /// List the presets and the ε of each full run, then exit.
+    #[arg(long)]
+    list_presets: bool,
+    /// Run directory (default runs/PRESET); must be new or empty unless --resume.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Continue the interrupted run in --out with its saved settings.
+    #[arg(long)]
+    resume: bool,
+    /// Directory of the dataset files.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Device.
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
+    device: DeviceChoice,
+    /// Training length in epochs (steps = ⌈epochs·N/batch⌉).
+    #[arg(long, conflicts_with = "steps")]
+    epochs: Option<f64>,
+    /// Training length in logical steps.
+    #[arg(long)]
+    steps: Option<u64>,
+    /// Calibrate σ so the whole run spends at most this ε.
+    #[arg(long, conflicts_with = "noise_multiplier")]
+    target_epsilon: Option<f64>,
+    /// Fix σ instead.
+    #[arg(long)]
+    noise_multiplier: Option<f64>,
+    /// δ.
+    #[arg(long)]
+    delta: Option<f64>,
+    /// Expected logical batch size (Poisson sampling rate = batch / N).
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Examples per physical micro-batch (bounds memory).
+    #[arg(long)]
+    micro_batch: Option<usize>,
+    /// Augmented views per example (K).
+    #[arg(long)]
+    augmult: Option<usize>,
+    /// Learning rate.
+    #[arg(long)]
+    learning_rate: Option<f64>,
+    /// Accountant charging the run.
+    #[arg(long, value_parser = parse_accountant)]
+    accountant: Option<AccountantKind>,
+    /// Seed for sampling, noise and augmentation (default: OS entropy; a seed makes the
+    /// noise reproducible and is for experiments only).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Steps between evaluations (default: one epoch).
+    #[arg(long)]
+    eval_every: Option<u64>,
+    /// Pretrained NFNet weights (safetensors, timm layout) for nfnet-finetune.
+    #[arg(long)]
+    checkpoint: Option<PathBuf>,
+    /// Architecture of --checkpoint.
+    #[arg(long, value_enum)]
+    nfnet_variant: Option<NfNetVariant>,
+    /// NFNet stages left trainable (0–4; the head always trains).
+    #[arg(long)]
+    trainable_stages: Option<usize>,
+    /// Input resolution for fine-tuning (images are upsampled).
+    #[arg(long)]
+    resolution: Option<usize>,
+    /// Print the summary as one JSON object on stdout.
+    #[arg(long)]
+    json: bool,
+    /// No progress bar.
+    #[arg(long)]
+    no_progress: bool,
+    /// Stop after this many steps (checkpointed; continue later with --resume).
+    #[arg(long)]
+    pause_after: Option<u64>,
+}
+
+fn parse_accountant(s: &str) -> Result<AccountantKind, String> {
+    s.parse()
+        .map_err(|e: dp_accountant::AccountantError| e.to_string())
+}
+
+fn list() -> Result<String, TrainError> {
+    let mut out = String::from(
+        "preset                  model        steps   σ         ε (full run, RDP, δ = 1e-5)\n",
+    );
+    for p in presets() {
+        let plan = p.full_run_plan()?;
+        out += &format!(
+            "{:<23} {:<12} {:>6}   {:<8.4}  {:.4}\n",
+            p.name,
+            match p.model {
+                examples::presets::ModelKind::TanhCnn => "tanh-cnn".to_string(),
+                examples::presets::ModelKind::WideResNet { depth, width } =>
+                    format!("wrn-{depth}-{width}"),
+                examples::presets::ModelKind::NfNet => "nfnet".to_string(),
+            },
+            plan.steps,
+            plan.noise_multiplier,
+            plan.epsilon
+        );
+    }
+    Ok(out)
+}
+
+fn run(args: Args) -> Result<String, TrainError> {
+    if args.list_presets {
+        return list();
+    }
+    let overrides = Overrides {
+        data_dir: args.data_dir.clone(),
+        epochs: args.epochs,
+        steps: args.steps,
+        target_epsilon: args.target_epsilon,
+        noise_multiplier: args.noise_multiplier,
+        delta: args.delta,
+        batch_size: args.batch_size,
+        micro_batch: args.micro_batch,
+        augmult: args.augmult,
+        learning_rate: args.learning_rate,
+        accountant: args.accountant,
+        seed: args.seed,
+        eval_every: args.eval_every,
+        checkpoint: args.checkpoint.clone(),
+        nfnet_variant: args.nfnet_variant,
+        trainable_stages: args.trainable_stages,
+        resolution: args.resolution,
+    };
+    let (config, out) = if args.resume {
+        let out = args.out.clone().ok_or_else(|| {
+            TrainError::Usage("--resume needs --out DIR (the run to continue)".into())
+        })?;
+        if args.preset.is_some() || overrides != Overrides::default() {
+            return Err(TrainError::Usage(
+                "--resume continues the run in --out with its saved settings: give only --out, --device and output flags".into(),
+            ));
+        }
+        (None, out)
+    } else {
+        let name = args.preset.as_deref().ok_or_else(|| {
+            TrainError::Usage("--preset NAME is required (see --list-presets)".into())
+        })?;
+        let preset = preset(name)?;
+        let out = args
+            .out
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("runs").join(name));
+        (Some(RunConfig::new(&preset, overrides)?), out)
+    };
+    let options = TrainOptions {
+        out: out.clone(),
+        resume: args.resume,
+        device: args.device,
+        progress: !args.no_progress && !args.json,
+        verbose: !args.json,
+        pause_after: args.pause_after,
+    };
+    let summary = match train(config, &options)? {
+        Outcome::Finished(summary) => summary,
+        Outcome::Paused { steps, epsilon } => {
+            if args.json {
+                return Ok(
+                    serde_json::json!({ "paused": true, "steps": steps, "epsilon": epsilon })
+                        .to_string(),
+                );
+            }
+            return Ok(format!(
+                "paused after step {steps} (ε = {epsilon:.4} so far); continue with: dp-train --out {} --resume",
+                out.display()
+            ));
+        }
+    };
+    if args.json {
+        return serde_json::to_string(&summary).map_err(|e| TrainError::Usage(e.to_string()));
+    }
+    let mut text = format!(
+        "{}: test accuracy {:.2}%",
+        summary.preset,
+        100.0 * summary.test_accuracy
+    );
+    if (summary.test_accuracy_ema - summary.test_accuracy).abs() > 0.0 {
+        text += &format!(" (EMA weights {:.2}%)", 100.0 * summary.test_accuracy_ema);
+    }
+    text += &format!(
+        "\nprivacy spent: (ε, δ) = ({:.4}, {}) by the {} accountant",
+        summary.epsilon, summary.delta, summary.accountant
+    );
+    if let Some(pld) = summary.epsilon_pld {
+        text += &format!(" (PLD: ε = {pld:.4})");
+    }
+    text += &format!(
+        "\nσ = {:.4}, q = {:.6}, {} steps, C = {}, K = {}; {:.0} s ({:.1} s per epoch)\nreport: {}",
+        summary.noise_multiplier,
+        summary.sampling_rate,
+        summary.steps,
+        summary.clip_norm,
+        summary.augmult,
+        summary.wall_s,
+        summary.epoch_s,
+        out.display()
+    );
+    Ok(text)
+}
+
+fn main() -> ExitCode {
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(err) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                err.kind(),
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
+            ) {
+                let _ = err.print();
+                return ExitCode::SUCCESS;
+            }
+            let rendered = err.render().to_string();
+            eprintln!(
+                "{}",
+                rendered
+                    .lines()
+                    .next()
+                    .unwrap_or("error: invalid arguments")
+            );
+            return ExitCode::from(2);
+        }
+    };
+    match run(args) {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            match e {
+                TrainError::Usage(_)
+                | TrainError::MissingData { .. }
+                | TrainError::Malformed { .. }
+                | TrainError::RunDirectory(_)
+                | TrainError::Io { .. }
+                | TrainError::Accountant(_) => ExitCode::from(2),
+                _ => ExitCode::from(1),
+            }
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! The one error type of the training programs.
+
+use std::path::PathBuf;
+
+/// Result alias.
+pub type Result<T> = std::result::Result<T, TrainError>;
+
+/// What can go wrong in a training run.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// A file or directory could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A data file is not what it claims to be.
+    #[error("{path}: {reason}")]
+    Malformed {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// No dataset where one was expected.
+    #[error("no {dataset} data in {dir}: {hint}")]
+    MissingData {
+        /// The dataset.
+        dataset: &'static str,
+        /// Where it was looked for.
+        dir: PathBuf,
+        /// How to get it.
+        hint: String,
+    },
+    /// A bad command-line value or combination.
+    #[error("{0}")]
+    Usage(String),
+    /// The run directory already holds a finished or different run.
+    #[error("{0}")]
+    RunDirectory(String),
+    /// Private training failed.
+    #[error(transparent)]
+    Dp(#[from] dp_core::DpError),
+    /// Accounting failed (e.g. an unreachable target ε).
+    #[error(transparent)]
+    Accountant(#[from] dp_accountant::AccountantError),
+    /// A model could not be built or loaded.
+    #[error(transparent)]
+    Model(#[from] dp_models::ModelError),
+}
+
+impl TrainError {
+    /// An I/O error at `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// A malformed file at `path`.
+    pub fn malformed(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
+        Self::Malformed {
+            path: path.into(),
+            reason: reason.into(),
+        }
+    }
+}

@@ -1,0 +1,310 @@
+//! A run's settings: a preset with the command line's overrides, saved in the run directory
+//! so that `--resume` continues with exactly the same settings.
+
+use crate::augment::Augment;
+use crate::data::FASHION_MNIST_DIR;
+use crate::error::{Result, TrainError};
+use crate::presets::{Dataset, ModelKind, NoiseChoice, Preset};
+use dp_accountant::AccountantKind;
+use dp_models::NfNetConfig;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// How long to train.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Length {
+    /// Logical steps.
+    Steps(u64),
+    /// Epochs: steps = ⌈epochs · N / expected batch⌉.
+    Epochs(f64),
+}
+
+impl Length {
+    /// The number of steps for `dataset_size` examples at `batch_size`.
+    pub fn steps(self, dataset_size: usize, batch_size: usize) -> Result<u64> {
+        match self {
+            Self::Steps(s) => Ok(s),
+            Self::Epochs(e) if e > 0.0 && e.is_finite() => {
+                Ok((e * dataset_size as f64 / batch_size.max(1) as f64).ceil() as u64)
+            }
+            Self::Epochs(e) => Err(TrainError::Usage(format!("--epochs {e} must be > 0"))),
+        }
+    }
+}
+
+/// Pretrained NFNet variants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum NfNetVariant {
+    /// The tiny test configuration ([`NfNetConfig::tiny`]).
+    Tiny,
+    /// dm_nfnet_f0.
+    F0,
+    /// dm_nfnet_f1.
+    F1,
+    /// dm_nfnet_f2.
+    F2,
+    /// dm_nfnet_f3.
+    F3,
+}
+
+impl NfNetVariant {
+    /// The architecture (with the pretrained resolution).
+    pub fn config(self) -> NfNetConfig {
+        match self {
+            Self::Tiny => NfNetConfig::tiny(),
+            Self::F0 => NfNetConfig::f0(),
+            Self::F1 => NfNetConfig::f1(),
+            Self::F2 => NfNetConfig::f2(),
+            Self::F3 => NfNetConfig::f3(),
+        }
+    }
+}
+
+/// What private fine-tuning starts from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Finetune {
+    /// A safetensors checkpoint in timm's layout.
+    pub checkpoint: PathBuf,
+    /// Its architecture.
+    pub variant: NfNetVariant,
+    /// Stages left trainable (the head always trains).
+    pub trainable_stages: usize,
+    /// Input resolution (images are upsampled to it).
+    pub resolution: usize,
+}
+
+/// Everything that defines a run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunConfig {
+    /// The preset it started from.
+    pub preset: String,
+    /// Data.
+    pub dataset: Dataset,
+    /// Where the data files are.
+    pub data_dir: PathBuf,
+    /// Network.
+    pub model: ModelKind,
+    /// Expected logical batch size.
+    pub batch_size: usize,
+    /// Training length.
+    pub length: Length,
+    /// Learning rate.
+    pub learning_rate: f64,
+    /// SGD momentum.
+    pub momentum: f64,
+    /// C.
+    pub clip_norm: f64,
+    /// K.
+    pub augmult: usize,
+    /// Crops and flips.
+    pub augment: bool,
+    /// Per-channel normalization with public constants.
+    pub normalize: bool,
+    /// σ, fixed or calibrated.
+    pub noise: NoiseChoice,
+    /// δ.
+    pub delta: f64,
+    /// Which accountant charges the run.
+    pub accountant: AccountantKind,
+    /// EMA decay.
+    pub ema_decay: Option<f64>,
+    /// Examples per physical micro-batch.
+    pub micro_batch: usize,
+    /// Seed for sampling, noise and augmentation; `None`: the operating system's entropy.
+    pub seed: Option<u64>,
+    /// Steps between evaluations (0: once per epoch).
+    pub eval_every: u64,
+    /// Pretrained start (NFNet presets).
+    pub finetune: Option<Finetune>,
+}
+
+/// Command-line changes to a preset (`None`: keep the preset's value).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Overrides {
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+    /// `--epochs`.
+    pub epochs: Option<f64>,
+    /// `--steps`.
+    pub steps: Option<u64>,
+    /// `--target-epsilon`.
+    pub target_epsilon: Option<f64>,
+    /// `--noise-multiplier`.
+    pub noise_multiplier: Option<f64>,
+    /// `--delta`.
+    pub delta: Option<f64>,
+    /// `--batch-size`.
+    pub batch_size: Option<usize>,
+    /// `--micro-batch`.
+    pub micro_batch: Option<usize>,
+    /// `--augmult`.
+    pub augmult: Option<usize>,
+    /// `--learning-rate`.
+    pub learning_rate: Option<f64>,
+    /// `--accountant`.
+    pub accountant: Option<AccountantKind>,
+    /// `--seed`.
+    pub seed: Option<u64>,
+    /// `--eval-every`.
+    pub eval_every: Option<u64>,
+    /// `--checkpoint` (pretrained weights).
+    pub checkpoint: Option<PathBuf>,
+    /// `--nfnet-variant`.
+    pub nfnet_variant: Option<NfNetVariant>,
+    /// `--trainable-stages`.
+    pub trainable_stages: Option<usize>,
+    /// `--resolution`.
+    pub resolution: Option<usize>,
+}
+
+fn positive(flag: &str, value: f64) -> Result<f64> {
+    if value > 0.0 && value.is_finite() {
+        Ok(value)
+    } else {
+        Err(TrainError::Usage(format!(
+            "{flag} {value} must be > 0 and finite"
+        )))
+    }
+}
+
+fn at_least_one(flag: &str, value: usize) -> Result<usize> {
+    if value >= 1 {
+        Ok(value)
+    } else {
+        Err(TrainError::Usage(format!(
+            "{flag} {value} must be at least 1"
+        )))
+    }
+}
+
+impl RunConfig {
+    /// `preset` changed by `o`, every value checked.
+    pub fn new(preset: &Preset, o: Overrides) -> Result<Self> {
+        let length = match (o.epochs, o.steps) {
+            (Some(_), Some(_)) => {
+                return Err(TrainError::Usage(
+                    "give --epochs or --steps, not both".into(),
+                ))
+            }
+            (Some(e), None) => Length::Epochs(positive("--epochs", e)?),
+            (None, Some(0)) => {
+                return Err(TrainError::Usage("--steps 0 must be at least 1".into()))
+            }
+            (None, Some(s)) => Length::Steps(s),
+            (None, None) => Length::Steps(preset.steps),
+        };
+        let noise = match (o.target_epsilon, o.noise_multiplier) {
+            (Some(_), Some(_)) => {
+                return Err(TrainError::Usage(
+                    "give --target-epsilon or --noise-multiplier, not both".into(),
+                ))
+            }
+            (Some(e), None) => NoiseChoice::TargetEpsilon(positive("--target-epsilon", e)?),
+            (None, Some(s)) => NoiseChoice::Fixed(positive("--noise-multiplier", s)?),
+            (None, None) => preset.noise,
+        };
+        let delta = o.delta.unwrap_or(preset.delta);
+        if !(delta > 0.0 && delta < 1.0) {
+            return Err(TrainError::Usage(format!(
+                "--delta {delta} must be in (0, 1)"
+            )));
+        }
+        let learning_rate = positive(
+            "--learning-rate",
+            o.learning_rate.unwrap_or(preset.learning_rate),
+        )?;
+        let finetune = match preset.model {
+            ModelKind::NfNet => {
+                let checkpoint = o.checkpoint.ok_or_else(|| {
+                    TrainError::Usage(format!(
+                        "preset {} fine-tunes pretrained weights: pass --checkpoint FILE.safetensors (timm's dm_nfnet_f* layout)",
+                        preset.name
+                    ))
+                })?;
+                let variant = o.nfnet_variant.unwrap_or(NfNetVariant::F0);
+                let stages = o.trainable_stages.unwrap_or(4);
+                if stages > 4 {
+                    return Err(TrainError::Usage(format!(
+                        "--trainable-stages {stages} must be at most 4"
+                    )));
+                }
+                let resolution = o.resolution.unwrap_or(variant.config().input_size);
+                if resolution < 32 {
+                    return Err(TrainError::Usage(format!(
+                        "--resolution {resolution} must be at least 32"
+                    )));
+                }
+                Some(Finetune {
+                    checkpoint,
+                    variant,
+                    trainable_stages: stages,
+                    resolution,
+                })
+            }
+            _ => {
+                if o.checkpoint.is_some()
+                    || o.nfnet_variant.is_some()
+                    || o.trainable_stages.is_some()
+                    || o.resolution.is_some()
+                {
+                    return Err(TrainError::Usage(format!(
+                        "--checkpoint, --nfnet-variant, --trainable-stages and --resolution belong to nfnet-finetune, not {}",
+                        preset.name
+                    )));
+                }
+                None
+            }
+        };
+        let default_dir = match preset.dataset {
+            Dataset::FashionMnist => PathBuf::from(FASHION_MNIST_DIR),
+            Dataset::Cifar10 => PathBuf::from("data/cifar-10-batches-bin"),
+        };
+        Ok(Self {
+            preset: preset.name.to_string(),
+            dataset: preset.dataset,
+            data_dir: o.data_dir.unwrap_or(default_dir),
+            model: preset.model,
+            batch_size: at_least_one("--batch-size", o.batch_size.unwrap_or(preset.batch_size))?,
+            length,
+            learning_rate,
+            momentum: preset.momentum,
+            clip_norm: preset.clip_norm,
+            augmult: at_least_one("--augmult", o.augmult.unwrap_or(preset.augmult))?,
+            augment: preset.augment,
+            normalize: preset.normalize,
+            noise,
+            delta,
+            accountant: o.accountant.unwrap_or(AccountantKind::Rdp),
+            ema_decay: preset.ema_decay,
+            micro_batch: at_least_one(
+                "--micro-batch",
+                o.micro_batch.unwrap_or(preset.micro_batch),
+            )?,
+            seed: o.seed,
+            eval_every: o.eval_every.unwrap_or(0),
+            finetune,
+        })
+    }
+
+    /// The input pipeline of training.
+    pub fn augmentation(&self, channels: usize) -> Augment {
+        // CIFAR-10's per-channel mean and std (of the training set, as published and used by
+        // common CIFAR-10 pipelines): fixed constants, so no statistic of the private data is
+        // computed outside the DP mechanism.
+        const CIFAR_MEAN_STD: [(f32, f32); 3] =
+            [(0.4914, 0.2470), (0.4822, 0.2435), (0.4465, 0.2616)];
+        let normalize = if self.normalize && channels == 3 {
+            CIFAR_MEAN_STD.to_vec()
+        } else {
+            vec![(0.0, 1.0); channels]
+        };
+        Augment {
+            crop_padding: if self.augment { 4 } else { 0 },
+            flip: self.augment,
+            views: self.augmult,
+            normalize,
+        }
+    }
+}
