@@ -27,8 +27,11 @@ pub struct Evaluation {
     pub test_loss: f64,
     /// Test accuracy of the EMA weights.
     pub test_accuracy_ema: Option<f64>,
-    /// Seconds of training so far.
+    /// Seconds of training so far (evaluations included).
     pub wall_s: f64,
+    /// Seconds spent in training steps since the previous evaluation (no evaluation time).
+    #[serde(default)]
+    pub train_s: f64,
 }
 
 /// The end of a run.
@@ -69,6 +72,8 @@ pub struct Summary {
     pub wall_s: f64,
     /// Mean wall-clock seconds per epoch (evaluations included).
     pub epoch_s: f64,
+    /// Mean seconds per epoch spent in training steps (evaluations excluded).
+    pub epoch_train_s: f64,
     /// ε the preset's full run spends on the real dataset.
     pub preset_full_run_epsilon: f64,
 }
@@ -133,7 +138,7 @@ pub fn write_summary(dir: &Path, summary: &Summary) -> Result<()> {
     std::fs::write(&path, text + "\n").map_err(|e| TrainError::io(&path, e))
 }
 
-pub use plots::write_plots;
+pub use plots::{line_plot, write_plots, Series};
 
 mod plots {
     use super::{read_evaluations, read_losses};
@@ -175,9 +180,11 @@ mod plots {
         (lo - 0.05 * span)..(hi + 0.05 * span)
     }
 
-    type Series = (String, Vec<(f64, f64)>, RGBColor);
+    /// A named line: its points and its colour.
+    pub type Series = (String, Vec<(f64, f64)>, RGBColor);
 
-    fn line_plot(
+    /// Draws `series` as lines (with markers when short) into the PNG at `path`.
+    pub fn line_plot(
         path: &Path,
         title: &str,
         x_label: &str,

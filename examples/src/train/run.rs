@@ -496,8 +496,10 @@ where
     let (mut loss_sum, mut loss_rows) = (0f64, 0usize);
     let mut last: Option<Evaluation> = None;
     let mut last_loss = f64::NAN;
+    let mut train_s = 0f64;
     let stop_at = options.pause_after.map(|n| optimizer.steps() + n);
     while optimizer.steps() < plan.steps {
+        let step_started = Instant::now();
         let batch = sampler.next_batch();
         let step_index = optimizer.steps();
         let mut step = optimizer.begin_step(&batch)?;
@@ -519,6 +521,7 @@ where
         }
         model = optimizer.finish_step(step, model, config.learning_rate)?;
         let done = optimizer.steps();
+        train_s += step_started.elapsed().as_secs_f64();
         if rows.get() > 0 {
             last_loss = sum.get() / rows.get() as f64;
             loss_sum += sum.get();
@@ -552,6 +555,7 @@ where
                 test_loss,
                 test_accuracy_ema,
                 wall_s,
+                train_s,
             };
             report::append_evaluation(&run.dir, &evaluation)?;
             optimizer.save_checkpoint(
@@ -574,7 +578,7 @@ where
             if options.verbose {
                 progress.println(line);
             }
-            (loss_sum, loss_rows) = (0.0, 0);
+            (loss_sum, loss_rows, train_s) = (0.0, 0, 0.0);
             last = Some(evaluation);
         }
         progress.set_message(format!(
@@ -616,11 +620,17 @@ where
                     .ema_model()
                     .map(|ema| evaluate(ema, &split.test, &eval_augment, resolution, device).0),
                 wall_s: wall_before + started.elapsed().as_secs_f64(),
+                train_s: 0.0,
             }
         }
     };
     wall_before += started.elapsed().as_secs_f64();
     let steps = optimizer.steps();
+    let epochs = (steps as f64 * plan.sampling_rate).max(1e-12);
+    let step_seconds: f64 = report::read_evaluations(&run.dir)?
+        .iter()
+        .map(|e| e.train_s)
+        .sum();
     let summary = Summary {
         preset: config.preset.clone(),
         test_accuracy: last.test_accuracy,
@@ -638,7 +648,8 @@ where
         clip_norm: config.clip_norm,
         augmult: config.augmult,
         wall_s: wall_before,
-        epoch_s: wall_before / (steps as f64 * plan.sampling_rate).max(1e-12),
+        epoch_s: wall_before / epochs,
+        epoch_train_s: step_seconds / epochs,
         preset_full_run_epsilon: preset(&config.preset)?.full_run_epsilon()?,
     };
     report::write_summary(&run.dir, &summary)?;
