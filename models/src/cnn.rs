@@ -3,9 +3,9 @@
 //! stride 1, conv 32 4×4 stride 2, tanh, max-pool 2 stride 1, linear 32, tanh, linear 10.
 //! 26,010 parameters.
 
+use crate::activation::tanh;
 use crate::error::Result;
 use burn::module::Module;
-use burn::tensor::activation::tanh;
 use burn::tensor::backend::Backend;
 use burn::tensor::module::max_pool2d;
 use burn::tensor::Tensor;

@@ -1,6 +1,7 @@
 //! Models built from dp-core's DP-aware layers, so the one-backward per-example path applies.
 #![deny(missing_docs)]
 
+pub mod activation;
 pub mod cnn;
 mod error;
 pub mod finetune;
