@@ -3,6 +3,7 @@
 
 pub mod augment;
 pub mod bench;
+pub mod cli;
 pub mod data;
 pub mod error;
 pub mod parity;

@@ -3,33 +3,16 @@
 //! checkpoint; the reported ε is the `dp-accountant` CLI's; bad input gives one line and a non-zero exit without touching the
 //! run directory.
 
+mod common;
+use common::{finished, fmnist_data, options};
+
 use dp_accountant::{AccountantKind, DpEvent, PrivacyAccountant, RdpAccountant};
 use examples::data::{write_synthetic_cifar10, write_synthetic_fashion_mnist};
 use examples::presets::{presets, Dataset, ModelKind, Preset};
 use examples::report::{read_evaluations, read_losses, Summary};
-use examples::train::{
-    train, DeviceChoice, NfNetVariant, Outcome, Overrides, RunConfig, TrainOptions,
-};
+use examples::train::{train, NfNetVariant, Overrides, RunConfig};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-fn options(out: &Path) -> TrainOptions {
-    TrainOptions {
-        out: out.to_path_buf(),
-        resume: false,
-        device: DeviceChoice::Cpu,
-        progress: false,
-        verbose: false,
-        pause_after: None,
-    }
-}
-
-fn finished(outcome: Outcome) -> Summary {
-    match outcome {
-        Outcome::Finished(s) => s,
-        other => panic!("not finished: {other:?}"),
-    }
-}
 
 /// ε of `steps` Poisson-subsampled Gaussian steps, computed here from the accountant crate.
 fn rdp_epsilon(q: f64, sigma: f64, steps: u64, delta: f64) -> f64 {
@@ -203,12 +186,6 @@ fn dp_accountant() -> PathBuf {
         assert!(build.status().unwrap().success());
     }
     path
-}
-
-fn fmnist_data() -> tempfile::TempDir {
-    let data = tempfile::tempdir().unwrap();
-    write_synthetic_fashion_mnist(data.path(), 64, 20, 9).unwrap();
-    data
 }
 
 fn stderr(o: &Output) -> String {

@@ -3,34 +3,11 @@
 //! Alone in its own test binary: model initialization draws from burn's process-wide
 //! generator, which tests running in parallel threads would otherwise share.
 
-use examples::data::write_synthetic_fashion_mnist;
-use examples::report::{read_losses, Summary};
-use examples::train::{train, DeviceChoice, Outcome, Overrides, RunConfig, TrainOptions};
-use std::path::Path;
+mod common;
+use common::{finished, fmnist_data, options};
 
-fn options(out: &Path) -> TrainOptions {
-    TrainOptions {
-        out: out.to_path_buf(),
-        resume: false,
-        device: DeviceChoice::Cpu,
-        progress: false,
-        verbose: false,
-        pause_after: None,
-    }
-}
-
-fn finished(outcome: Outcome) -> Summary {
-    match outcome {
-        Outcome::Finished(s) => s,
-        other => panic!("not finished: {other:?}"),
-    }
-}
-
-fn fmnist_data() -> tempfile::TempDir {
-    let data = tempfile::tempdir().unwrap();
-    write_synthetic_fashion_mnist(data.path(), 64, 20, 9).unwrap();
-    data
-}
+use examples::report::read_losses;
+use examples::train::{train, Outcome, Overrides, RunConfig, TrainOptions};
 
 #[test]
 fn a_paused_and_resumed_run_equals_an_uninterrupted_one() {

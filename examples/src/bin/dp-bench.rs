@@ -181,7 +181,10 @@ fn time<B: AutodiffBackend, M: BenchModel<B>>(
 }
 
 fn main() -> std::process::ExitCode {
-    let args = Args::parse();
+    let args: Args = match examples::cli::parse_args() {
+        Ok(args) => args,
+        Err(code) => return code,
+    };
     if args.mode == Mode::Parity {
         return match examples::parity::run() {
             Ok(true) => std::process::ExitCode::SUCCESS,

@@ -230,27 +230,9 @@ fn run(args: Args) -> Result<String, TrainError> {
 }
 
 fn main() -> ExitCode {
-    let args = match Args::try_parse() {
+    let args: Args = match examples::cli::parse_args() {
         Ok(args) => args,
-        Err(err) => {
-            use clap::error::ErrorKind;
-            if matches!(
-                err.kind(),
-                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
-            ) {
-                let _ = err.print();
-                return ExitCode::SUCCESS;
-            }
-            let rendered = err.render().to_string();
-            eprintln!(
-                "{}",
-                rendered
-                    .lines()
-                    .next()
-                    .unwrap_or("error: invalid arguments")
-            );
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     match run(args) {
         Ok(text) => {
