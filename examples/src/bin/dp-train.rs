@@ -212,7 +212,7 @@ fn run(args: Args) -> Result<String, TrainError> {
         "\nprivacy spent: (ε, δ) = ({:.4}, {}) by the {} accountant",
         summary.epsilon, summary.delta, summary.accountant
     );
-    if let Some(pld) = summary.epsilon_pld {
+    if let Some(pld) = summary.epsilon_pld.filter(|_| summary.accountant != "pld") {
         text += &format!(" (PLD: ε = {pld:.4})");
     }
     text += &format!(

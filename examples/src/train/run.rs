@@ -581,12 +581,17 @@ where
             (loss_sum, loss_rows, train_s) = (0.0, 0, 0.0);
             last = Some(evaluation);
         }
+        // ε for the bar: every step with RDP (well under a millisecond); with PLD, as of the
+        // last evaluation (a PLD query costs milliseconds).
+        let epsilon_now = match (plan.accountant, &last) {
+            (AccountantKind::Pld, Some(e)) => e.epsilon,
+            _ => optimizer.epsilon(plan.delta)?,
+        };
         progress.set_message(format!(
-            "loss {last_loss:.3} | test acc {} | ε {:.3}",
+            "loss {last_loss:.3} | test acc {} | ε {epsilon_now:.3}",
             last.as_ref()
                 .map(|e| format!("{:.1}%", 100.0 * e.test_accuracy))
                 .unwrap_or_else(|| "-".into()),
-            optimizer.epsilon(plan.delta)?
         ));
         if pausing {
             progress.finish_and_clear();
