@@ -6,6 +6,7 @@
 )]
 
 mod error;
+pub mod flex;
 pub mod layers;
 pub mod noise;
 mod per_example;

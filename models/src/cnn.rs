@@ -3,11 +3,11 @@
 //! stride 1, conv 32 4×4 stride 2, tanh, max-pool 2 stride 1, linear 32, tanh, linear 10.
 //! 26,010 parameters.
 
-use crate::activation::tanh;
 use crate::error::Result;
+use crate::kernels::max_pool::max_pool_2x2_stride1;
+use crate::kernels::tanh::tanh;
 use burn::module::Module;
 use burn::tensor::backend::Backend;
-use burn::tensor::module::max_pool2d;
 use burn::tensor::Tensor;
 use dp_core::layers::{Conv2d, Conv2dConfig, Linear, LinearConfig};
 
@@ -50,7 +50,7 @@ impl<B: Backend> TanhCnn<B> {
 
     /// Logits `[N, classes]` of images `[N, 1, 28, 28]`.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
-        let pool = |x| max_pool2d(x, [2, 2], [1, 1], [0, 0], [1, 1], false);
+        let pool = max_pool_2x2_stride1;
         let x = pool(tanh(self.conv1.forward(x)));
         let x = pool(tanh(self.conv2.forward(x)));
         let [n, c, h, w] = x.dims();

@@ -1,10 +1,10 @@
 //! Models built from dp-core's DP-aware layers, so the one-backward per-example path applies.
 #![deny(missing_docs)]
 
-pub mod activation;
 pub mod cnn;
 mod error;
 pub mod finetune;
+pub mod kernels;
 pub mod load;
 pub mod nfnet;
 pub mod padding;

@@ -108,7 +108,13 @@ impl<B: Backend> GroupNorm<B> {
         let (Some(gamma), Some(beta)) = (&self.gamma, &self.beta) else {
             return normalized.reshape(dims);
         };
-        let y = normalized.clone() * gamma.val().reshape([1, c, 1]) + beta.val().reshape([1, c, 1]);
+        // γ and β as one value per (example, channel) row: burn's CPU backend broadcasts
+        // that fast, but a [1, C, 1] tensor over a middle axis element by element.
+        let s = normalized.dims()[2];
+        let per_row = |v: Tensor<B, 1>| v.reshape([1, c]).repeat_dim(0, n).reshape([n * c, 1]);
+        let y = (normalized.clone().reshape([n * c, s]) * per_row(gamma.val())
+            + per_row(beta.val()))
+        .reshape([n, c, s]);
         let probed = with_tape::<B, _>(|tape| {
             let scale = Some(gamma.id).filter(|id| tape.is_trainable(*id));
             let shift = Some(beta.id).filter(|id| tape.is_trainable(*id));

@@ -32,9 +32,11 @@ pub(super) fn channel_rows<B: Backend>(
 /// A convolution's input and output gradient (probe layout) as a [`Dense`] layer. When the
 /// per-example gradients will be formed explicitly, im2col runs in chunks of examples and only
 /// the per-example gradients are kept; otherwise the im2col rows are kept for the ghost norm
-/// and the book-keeping sum.
+/// and the book-keeping sum. `cols`, the im2col of `input` when the forward pass made it, is
+/// used instead of recomputing it.
 pub(super) fn conv_dense<B: Backend>(
     input: Tensor<B, 4>,
+    cols: Option<Tensor<B, 3>>,
     g: Tensor<B, 3>,
     geometry: &ConvGeometry,
     views: usize,
@@ -61,7 +63,7 @@ pub(super) fn conv_dense<B: Backend>(
         })
     };
     if use_ghost_norm(views * t, d, o) {
-        let a = rows(im2col(input.clone(), &geometry), e)?;
+        let a = rows(cols.unwrap_or_else(|| im2col(input.clone(), &geometry)), e)?;
         // After the norms only the (smaller) input is kept; im2col is redone for the sum.
         let rebuild = Box::new(move || rows(im2col(input.clone(), &geometry), e));
         return Ok(Dense::rebuildable(a, g, rebuild));
@@ -71,11 +73,14 @@ pub(super) fn conv_dense<B: Backend>(
     let mut start = 0;
     while start < e {
         let len = chunk.min(e - start);
-        let cols = im2col(
-            input.clone().narrow(0, start * views, len * views),
-            &geometry,
-        );
-        parts.push(g.clone().narrow(0, start, len).matmul(rows(cols, len)?));
+        let part = match &cols {
+            Some(cols) => cols.clone().narrow(0, start * views, len * views),
+            None => im2col(
+                input.clone().narrow(0, start * views, len * views),
+                &geometry,
+            ),
+        };
+        parts.push(g.clone().narrow(0, start, len).matmul(rows(part, len)?));
         start += len;
     }
     Ok(Dense::from_explicit(Tensor::cat(parts, 0), g))

@@ -16,10 +16,21 @@ use crate::error::{DpError, Result};
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
-/// Whether the Gram-matrix route is cheaper than the explicit gradient, for R rows per
-/// example, d inputs and o outputs per group.
+/// How much larger than a layer's activations (R·(d + o) per example) its explicit
+/// per-example gradients (d·o) may be before the Gram-matrix route is taken to save memory.
+const EXPLICIT_MEMORY_FACTOR: usize = 2;
+
+/// Whether to take the Gram-matrix route, for R rows per example, d inputs and o outputs per
+/// group.
+///
+/// Time, per example: the ghost norm costs R²(d + o); its book-keeping sum then costs R·d·o,
+/// as much as forming P, which the explicit route does once for both the norm and the sum
+/// (plus d·o to weight and add). So the ghost route is faster iff R²(d + o) < d·o. Memory:
+/// the explicit route keeps P (d·o per example) until the clipping factors are known, the
+/// ghost route only g and the input. The ghost route is taken when it is faster, or when P
+/// would exceed [`EXPLICIT_MEMORY_FACTOR`] times the activations.
 pub(crate) fn use_ghost_norm(r: usize, d: usize, o: usize) -> bool {
-    r * (d + o) < d * o
+    r * r * (d + o) < d * o || d * o > EXPLICIT_MEMORY_FACTOR * r * (d + o)
 }
 
 /// Rebuilds the activations `[E, G, R, d]` (e.g. im2col of a kept input).
@@ -230,9 +241,61 @@ impl<B: Backend> Dense<B> {
     /// u_c · P_{e,c} for per-channel vectors `u` `[G·o, d]`: `[E, G·o]` (forms P).
     pub fn per_channel_projection(&mut self, u: Tensor<B, 2>) -> Result<Tensor<B, 2>> {
         let (e, groups, _, d, o) = self.dims;
-        let u = u.reshape([1, groups, o, d]);
-        Ok((self.per_example_weight()? * u)
-            .sum_dim(3)
-            .reshape([e, groups * o]))
+        // As flat rows times one shared row (fast on burn's CPU backend).
+        let u = u.reshape([1, groups * o * d]);
+        Ok(
+            (self.per_example_weight()?.reshape([e, groups * o * d]) * u)
+                .reshape([e, groups * o, d])
+                .sum_dim(2)
+                .reshape([e, groups * o]),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::Flex;
+    use burn::tensor::Distribution;
+
+    fn max_relative(a: Tensor<Flex, 1>, b: Tensor<Flex, 1>) -> f32 {
+        let scale: f32 = b.clone().abs().max().into_scalar();
+        let diff: f32 = (a - b).abs().max().into_scalar();
+        diff / scale
+    }
+
+    /// The ghost norm and the book-keeping sum equal the explicit per-example gradients.
+    #[test]
+    fn ghost_and_explicit_routes_agree() {
+        let device = Default::default();
+        // (E, G, R, d, o): few rows (ghost is faster), and many rows with a wide layer (ghost
+        // for memory).
+        for (e, groups, r, d, o) in [(5, 1, 2, 40, 30), (4, 2, 9, 64, 48)] {
+            assert!(use_ghost_norm(r, d, o), "{r} {d} {o}");
+            let normal = Distribution::Normal(0.0, 1.0);
+            let a = Tensor::<Flex, 4>::random([e, groups, r, d], normal, &device);
+            let g = Tensor::<Flex, 4>::random([e, groups, o, r], normal, &device);
+            let scale = Tensor::<Flex, 1>::random([e], Distribution::Uniform(0.1, 1.0), &device);
+            let mut ghost = Dense::new(a.clone(), g.clone());
+            let mut explicit = Dense::new(a, g);
+            explicit.per_example_weight().unwrap();
+            let norms = |d: &mut Dense<Flex>| d.weight_norms_sq().unwrap();
+            assert!(max_relative(norms(&mut ghost), norms(&mut explicit)) < 1e-5);
+            let sum = |d: &Dense<Flex>| d.weight_sum(scale.clone()).unwrap().reshape([-1]);
+            assert!(max_relative(sum(&ghost), sum(&explicit)) < 1e-5);
+        }
+    }
+
+    /// The route follows the cost model: explicit when forming P is cheaper than the Gram
+    /// matrices and P is not much larger than the activations.
+    #[test]
+    fn route_follows_time_and_memory() {
+        // Tramèr & Boneh's CNN, per example: conv1 (R = 196, d = 64, o = 16) and conv2
+        // (R = 25, d = 256, o = 32) explicit; fc1 (R = 1, d = 512, o = 32) ghost.
+        assert!(!use_ghost_norm(196, 64, 16));
+        assert!(!use_ghost_norm(25, 256, 32));
+        assert!(use_ghost_norm(1, 512, 32));
+        // A wide late WRN layer (R = 64, d = 2304, o = 256): P is 3.6× the activations.
+        assert!(use_ghost_norm(64, 2304, 256));
     }
 }

@@ -5,9 +5,12 @@
 //! convolution with a one-hot kernel (cost O(C²k⁴) per position); a strided `unfold` +
 //! `permute` view was 2.5–5× slower than the gather on the CPU backend.
 
+use crate::flex::{cast, f32_values, flex_tensor, from_primitive, is, primitive, FlexAutodiff};
+use burn::backend::Flex;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::PadMode;
 use burn::tensor::{Int, Tensor, TensorData};
+use rayon::prelude::*;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -78,7 +81,97 @@ fn gather_indices(geo: &ConvGeometry, [c, h, w]: [usize; 3]) -> Arc<Vec<i64>> {
 
 /// `[N, C, H, W]` → `[N, Ho·Wo, C·kh·kw]`, features ordered (channel, row, column) like the
 /// flattened weight `[C_out, C_in/groups, kh, kw]`.
+///
+/// On burn's CPU backend, for an input that needs no gradient, a direct copy loop (several
+/// times faster than burn's gather there); otherwise one gather.
 pub(crate) fn im2col<B: Backend>(x: Tensor<B, 4>, geo: &ConvGeometry) -> Tensor<B, 3> {
+    if !x.is_require_grad() {
+        if is::<B, Flex>() {
+            let x: Tensor<Flex, 4> = cast(x);
+            return cast(im2col_flex(x, geo));
+        }
+        if is::<B, FlexAutodiff>() {
+            let x: Tensor<FlexAutodiff, 4> = cast(x);
+            return cast(Tensor::<FlexAutodiff, 3>::from_inner(im2col_flex(
+                x.inner(),
+                geo,
+            )));
+        }
+    }
+    im2col_gather(x, geo)
+}
+
+/// im2col by copying from the f32 values of a flex tensor (gather for other float types).
+fn im2col_flex(x: Tensor<Flex, 4>, geo: &ConvGeometry) -> Tensor<Flex, 3> {
+    let [n, c, h, w] = x.dims();
+    let x = primitive(x);
+    let Some(values) = f32_values(&x) else {
+        return im2col_gather(from_primitive(x), geo);
+    };
+    let [ho, wo] = geo.output_size([h, w]);
+    let [kh, kw] = geo.kernel;
+    let d = c * kh * kw;
+    let mut out = vec![0.0f32; n * ho * wo * d];
+    if d > 0 && ho * wo > 0 {
+        out.par_chunks_mut(ho * wo * d)
+            .zip(values.par_chunks(c * h * w))
+            .for_each(|(out, x)| patches_of_example(x, [c, h, w], geo, out));
+    }
+    from_primitive(flex_tensor(out, vec![n, ho * wo, d]))
+}
+
+/// The im2col rows of one example `[C, H, W]` into `out` `[Ho·Wo, C·kh·kw]` (zeroed).
+fn patches_of_example(x: &[f32], [c, h, w]: [usize; 3], geo: &ConvGeometry, out: &mut [f32]) {
+    let [ho, wo] = geo.output_size([h, w]);
+    let [kh, kw] = geo.kernel;
+    let d = c * kh * kw;
+    // For each output column, the kernel columns that fall inside the input: (first kj,
+    // first input column, count) when they are contiguous (dilation 1), else every pair.
+    let spans: Vec<Vec<(usize, usize)>> = (0..wo)
+        .map(|oj| {
+            (0..kw)
+                .filter_map(|kj| {
+                    let col = (oj * geo.stride[1] + kj * geo.dilation[1])
+                        .checked_sub(geo.padding_start[1])?;
+                    (col < w).then_some((kj, col))
+                })
+                .collect()
+        })
+        .collect();
+    let contiguous = geo.dilation[1] == 1;
+    for oi in 0..ho {
+        let rows: Vec<(usize, usize)> = (0..kh)
+            .filter_map(|ki| {
+                let r = (oi * geo.stride[0] + ki * geo.dilation[0])
+                    .checked_sub(geo.padding_start[0])?;
+                (r < h).then_some((ki, r))
+            })
+            .collect();
+        for (oj, span) in spans.iter().enumerate() {
+            let row = &mut out[(oi * wo + oj) * d..(oi * wo + oj + 1) * d];
+            let (Some(&(kj0, col0)), n) = (span.first(), span.len()) else {
+                continue;
+            };
+            for ci in 0..c {
+                let plane = &x[ci * h * w..(ci + 1) * h * w];
+                for &(ki, r) in &rows {
+                    let dst = &mut row[(ci * kh + ki) * kw..(ci * kh + ki + 1) * kw];
+                    let line = &plane[r * w..(r + 1) * w];
+                    if contiguous {
+                        dst[kj0..kj0 + n].copy_from_slice(&line[col0..col0 + n]);
+                    } else {
+                        for &(kj, col) in span {
+                            dst[kj] = line[col];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// im2col as one gather from the zero-padded input (any backend; differentiable).
+fn im2col_gather<B: Backend>(x: Tensor<B, 4>, geo: &ConvGeometry) -> Tensor<B, 3> {
     let [n, c, h, w] = x.dims();
     let [ph0, pw0] = geo.padding_start;
     let [ph1, pw1] = geo.padding_end;
@@ -107,7 +200,7 @@ mod tests {
     use burn::backend::Flex;
     use burn::tensor::module::conv2d;
     use burn::tensor::ops::PaddedConvOptions;
-    use burn::tensor::{Distribution, TensorData};
+    use burn::tensor::Distribution;
 
     /// im2col · flattened weight must equal burn's own convolution.
     fn check(geo: ConvGeometry, input: [usize; 4], out_channels: usize) {
@@ -127,7 +220,14 @@ mod tests {
             geo.groups,
         );
         let expected = conv2d(x.clone(), w.clone(), None, options);
-        let cols = im2col(x, &geo); // [N, T, C·k·k]
+        let cols = im2col(x.clone(), &geo); // [N, T, C·k·k]
+                                            // The copy loop (flex, no gradient) and the gather (any backend) agree exactly.
+        let gathered = im2col_gather(x.clone(), &geo);
+        let tracked = Tensor::<FlexAutodiff, 4>::from_inner(x).require_grad();
+        let tracked = im2col(tracked, &geo).inner();
+        for other in [gathered, tracked] {
+            assert_eq!(cols.to_data(), other.to_data(), "{geo:?}");
+        }
         let [n, t, _] = cols.dims();
         let d = cg * geo.kernel[0] * geo.kernel[1];
         let og = out_channels / geo.groups;
@@ -146,7 +246,6 @@ mod tests {
         assert_eq!(got.dims(), expected.dims());
         let diff: f32 = (got - expected).abs().max().into_scalar();
         assert!(diff < 1e-4, "{geo:?}: max difference {diff}");
-        let _ = TensorData::new(vec![0.0f32], [1]);
     }
 
     #[test]

@@ -53,6 +53,8 @@ pub(crate) enum LayerData<B: Backend> {
         weight: Option<ParamId>,
         bias: Option<ParamId>,
         input: Tensor<B, 4>,
+        /// im2col of `input` `[N, Ho·Wo, C·kh·kw]`, when the forward pass computed it.
+        cols: Option<Tensor<B, 3>>,
         geometry: ConvGeometry,
         weight_dims: [usize; 4],
     },
@@ -110,12 +112,14 @@ impl<AB: AutodiffBackend> LayerData<AB> {
                 weight,
                 bias,
                 input,
+                cols,
                 geometry,
                 weight_dims,
             } => LayerData::Conv {
                 weight,
                 bias,
                 input: input.inner(),
+                cols: cols.map(|c| c.inner()),
                 geometry,
                 weight_dims,
             },
@@ -233,10 +237,11 @@ impl<B: Backend> LayerData<B> {
                 weight,
                 bias,
                 input,
+                cols,
                 geometry,
                 weight_dims,
             } => {
-                let dense = conv_dense(input, g, &geometry, views)?;
+                let dense = conv_dense(input, cols, g, &geometry, views)?;
                 let weight = weight.map(|id| (id, weight_dims.to_vec()));
                 Ok(Prepared::Dense {
                     dense,
@@ -252,7 +257,7 @@ impl<B: Backend> LayerData<B> {
                 geometry,
                 values,
             } => {
-                let mut dense = conv_dense(input, g, &geometry, views)?;
+                let mut dense = conv_dense(input, None, g, &geometry, views)?;
                 let weight_dims = values.raw_weight.dims().to_vec();
                 let ws = Standardization::new(values.raw_weight, values.gain, values.eps);
                 let output = output

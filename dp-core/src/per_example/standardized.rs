@@ -70,12 +70,14 @@ impl<B: Backend> Standardization<B> {
         // y = γ r (a·u) + b: the projections come from the output unless some γr is 0.
         let projection = match output {
             Some(y) if smallest(scale.clone().abs()) > 1e-12 => {
-                let [_, groups, o, _] = y.dims();
-                let y = match bias {
-                    Some(b) => y - b.reshape([1, groups, o, 1]),
-                    None => y,
+                // Σ_r (y − b)·g = Σ_r y·g − b·Σ_r g, in [E, C] (broadcasting b over a
+                // middle axis of y is slow on burn's CPU backend).
+                let yg = (y * dense.g()?).sum_dim(3).reshape([e, c]);
+                let yg = match bias {
+                    Some(b) => yg - dense.per_example_bias()? * b.reshape([1, c]),
+                    None => yg,
                 };
-                (y * dense.g()?).sum_dim(3).reshape([e, c]) / scale.reshape([1, c])
+                yg / scale.reshape([1, c])
             }
             _ => dense.per_channel_projection(self.centered.clone())?,
         };
@@ -112,12 +114,19 @@ impl<B: Backend> Standardization<B> {
     fn explicit_h_sq(&self, dense: &mut Dense<B>) -> Result<Tensor<B, 2>> {
         let p = dense.per_example_weight()?; // [E, G, o, d]
         let [e, groups, o, d] = p.dims();
-        let p = p.reshape([e, groups * o, d]);
-        let u = self.centered.clone().unsqueeze::<3>();
-        let projection = (p.clone() * u.clone()).sum_dim(2);
-        let r2 = self.inv_scale.clone().square().unsqueeze::<3>();
-        let h = p.clone() - p.mean_dim(2) - u * r2 * projection;
-        Ok(h.square().sum_dim(2).reshape([e, groups * o]))
+        let c = groups * o;
+        // Broadcasts only along the leading axis of flat rows, or of one value per row: the
+        // two patterns burn's CPU backend runs fast.
+        let u = self.centered.clone(); // [C, d]
+        let projection = (p.clone().reshape([e, c * d]) * u.clone().reshape([1, c * d]))
+            .reshape([e, c, d])
+            .sum_dim(2); // [E, C, 1]
+        let ur2 = (u * self.inv_scale.clone().square().reshape([c, 1]))
+            .unsqueeze::<3>()
+            .repeat_dim(0, e); // [E, C, d]
+        let p = p.reshape([e, c, d]);
+        let h = p.clone() - p.mean_dim(2) - ur2 * projection;
+        Ok(h.square().sum_dim(2).reshape([e, c]))
     }
 
     /// ‖∂L/∂γ‖² per example, `[E]`.
