@@ -6,6 +6,31 @@
 //! tensor to that concrete type with [`cast`], work on its memory ([`f32_values`],
 //! [`flex_tensor`]) and move the result back. On every other backend such code calls the burn
 //! operation, so nothing changes there.
+//!
+//! ```
+//! use burn::backend::Flex;
+//! use burn::tensor::backend::Backend;
+//! use burn::tensor::Tensor;
+//! use dp_core::flex::{cast, f32_values, flex_tensor, from_primitive, is, primitive};
+//!
+//! /// 2·x: by hand on flex, by burn elsewhere.
+//! fn double<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 2> {
+//!     if is::<B, Flex>() {
+//!         let x = primitive(cast::<_, Tensor<Flex, 2>>(x));
+//!         if let Some(values) = f32_values(&x) {
+//!             let doubled = values.iter().map(|v| 2.0 * v).collect();
+//!             let shape = x.layout().shape().to_vec();
+//!             return cast(from_primitive::<Flex, 2>(flex_tensor(doubled, shape)));
+//!         }
+//!         return cast(from_primitive::<Flex, 2>(x).mul_scalar(2.0));
+//!     }
+//!     x.mul_scalar(2.0)
+//! }
+//!
+//! let x = Tensor::<Flex, 2>::from_floats([[1.0, -2.0], [0.5, 3.0]], &Default::default());
+//! let y: Vec<f32> = double(x.swap_dims(0, 1)).into_data().to_vec().unwrap();
+//! assert_eq!(y, vec![2.0, 1.0, -4.0, 6.0]);
+//! ```
 
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::{Autodiff, Flex};
@@ -15,7 +40,7 @@ use burn::tensor::{Tensor, TensorData, TensorPrimitive};
 use burn_flex::FlexTensor;
 use std::any::{Any, TypeId};
 
-/// The autodiff backend these kernels have a backward pass for.
+/// burn's autodiff over flex, as dp-core trains on the CPU (no checkpointing).
 pub type FlexAutodiff = Autodiff<Flex, NoCheckpointing>;
 
 /// Whether `S` and `T` are the same type.

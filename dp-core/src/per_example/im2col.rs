@@ -158,7 +158,7 @@ fn patches_of_example(x: &[f32], [c, h, w]: [usize; 3], geo: &ConvGeometry, out:
                     let dst = &mut row[(ci * kh + ki) * kw..(ci * kh + ki + 1) * kw];
                     let line = &plane[r * w..(r + 1) * w];
                     if contiguous {
-                        dst[kj0..kj0 + n].copy_from_slice(&line[col0..col0 + n]);
+                        copy_span(&mut dst[kj0..kj0 + n], &line[col0..col0 + n]);
                     } else {
                         for &(kj, col) in span {
                             dst[kj] = line[col];
@@ -168,6 +168,21 @@ fn patches_of_example(x: &[f32], [c, h, w]: [usize; 3], geo: &ConvGeometry, out:
             }
         }
     }
+}
+
+/// `dst = src` for slices of equal length; the short lengths of kernel rows get fixed-size
+/// copies (a `memcpy` call per 3–8 values cost more than the copy itself).
+#[inline]
+fn copy_span(dst: &mut [f32], src: &[f32]) {
+    macro_rules! fixed {
+        ($($n:literal)*) => {
+            match dst.len() {
+                $($n => dst[..$n].copy_from_slice(&src[..$n]),)*
+                _ => dst.copy_from_slice(src),
+            }
+        };
+    }
+    fixed!(1 2 3 4 5 6 7 8);
 }
 
 /// im2col as one gather from the zero-padded input (any backend; differentiable).
