@@ -7,7 +7,6 @@ use crate::tape::with_tape;
 use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::module::conv2d;
-use burn::tensor::ops::PaddedConvOptions;
 use burn::tensor::{Distribution, Tensor};
 
 /// Configuration of a [`Conv2d`] layer (shared by [`crate::layers::WsConv2d`]).
@@ -247,20 +246,12 @@ fn conv_keeping_cols<B: Backend>(
     geo: &ConvGeometry,
 ) -> (Tensor<B, 4>, Option<Tensor<B, 3>>) {
     if geo.groups == 1 && x.dims()[1] <= IM2COL_MAX_IN_CHANNELS && !x.is_require_grad() {
-        let [n, _, h, width] = x.dims();
+        let [_, _, h, width] = x.dims();
         let cols = im2col(x, geo);
         let y = conv_from_cols(cols.clone(), w, b, geo.output_size([h, width]));
-        debug_assert_eq!(y.dims()[0], n);
         return (y, Some(cols));
     }
-    let options = PaddedConvOptions::asymmetric(
-        geo.stride,
-        geo.padding_start,
-        geo.padding_end,
-        geo.dilation,
-        geo.groups,
-    );
-    (conv2d(x, w, b, options), None)
+    (conv2d(x, w, b, geo.conv_options()), None)
 }
 
 /// y = W·colsᵀ per example, `[N, C_out, Ho, Wo]`, from im2col rows `[N, Ho·Wo, C·kh·kw]`.
@@ -352,14 +343,7 @@ mod tests {
                         geo.output_size([h, width]),
                     )
                 } else {
-                    let options = PaddedConvOptions::asymmetric(
-                        geo.stride,
-                        geo.padding_start,
-                        geo.padding_end,
-                        geo.dilation,
-                        geo.groups,
-                    );
-                    conv2d(x, w.clone(), b.clone(), options)
+                    conv2d(x, w.clone(), b.clone(), geo.conv_options())
                 };
                 let weights = y.clone().inner().ones_like().cumsum(3).sin();
                 let grads = (y.clone() * Tensor::from_inner(weights)).sum().backward();

@@ -8,7 +8,7 @@
 use crate::flex::{cast, f32_values, flex_tensor, from_primitive, is, primitive, FlexAutodiff};
 use burn::backend::Flex;
 use burn::tensor::backend::Backend;
-use burn::tensor::ops::PadMode;
+use burn::tensor::ops::{PadMode, PaddedConvOptions};
 use burn::tensor::{Int, Tensor, TensorData};
 use rayon::prelude::*;
 use std::collections::HashMap;
@@ -28,6 +28,17 @@ pub(crate) struct ConvGeometry {
 }
 
 impl ConvGeometry {
+    /// burn's options for a convolution of this geometry.
+    pub fn conv_options(&self) -> PaddedConvOptions<2> {
+        PaddedConvOptions::asymmetric(
+            self.stride,
+            self.padding_start,
+            self.padding_end,
+            self.dilation,
+            self.groups,
+        )
+    }
+
     /// Output spatial size for an input of `[h, w]`.
     pub fn output_size(&self, input: [usize; 2]) -> [usize; 2] {
         let mut out = [0; 2];
@@ -214,7 +225,6 @@ mod tests {
     use super::*;
     use burn::backend::Flex;
     use burn::tensor::module::conv2d;
-    use burn::tensor::ops::PaddedConvOptions;
     use burn::tensor::Distribution;
 
     /// im2col · flattened weight must equal burn's own convolution.
@@ -227,14 +237,7 @@ mod tests {
             Distribution::Normal(0.0, 1.0),
             &device,
         );
-        let options = PaddedConvOptions::asymmetric(
-            geo.stride,
-            geo.padding_start,
-            geo.padding_end,
-            geo.dilation,
-            geo.groups,
-        );
-        let expected = conv2d(x.clone(), w.clone(), None, options);
+        let expected = conv2d(x.clone(), w.clone(), None, geo.conv_options());
         let cols = im2col(x.clone(), &geo); // [N, T, C·k·k]
                                             // The copy loop (flex, no gradient) and the gather (any backend) agree exactly.
         let gathered = im2col_gather(x.clone(), &geo);

@@ -1,10 +1,11 @@
 //! 2×2 max-pooling with stride 1 (Tramèr & Boneh's CNN pools this way twice).
 
-use super::{cast, f32_values, flex_tensor, from_primitive, is, primitive, FlexAutodiff};
+use super::{
+    cast, f32_values, flex_tensor, from_primitive, is, primitive, unary_node, FlexAutodiff,
+};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{unary, Backward, Ops, OpsKind};
+use burn::backend::autodiff::ops::{unary, Backward, Ops};
 use burn::backend::Flex;
 use burn::tensor::backend::Backend;
 use burn::tensor::module::max_pool2d;
@@ -74,14 +75,7 @@ fn tracked(x: FloatTensor<FlexAutodiff>) -> FloatTensor<FlexAutodiff> {
     let Some((y, argmax)) = forward(&x.primitive) else {
         return fallback(x);
     };
-    match MaxPool2x2
-        .prepare::<NoCheckpointing>([x.node.clone()])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => prep.finish(argmax, y),
-        OpsKind::UnTracked(prep) => prep.finish(y),
-    }
+    unary_node(MaxPool2x2, &x, argmax, y)
 }
 
 /// The pooled tensor and its argmax; `None` if `x` is not f32.

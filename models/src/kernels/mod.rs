@@ -13,3 +13,27 @@ pub mod tanh;
 pub(crate) use dp_core::flex::{
     cast, f32_values, flex_tensor, from_primitive, is, primitive, FlexAutodiff,
 };
+
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::ops::{Backward, OpsKind};
+use burn::backend::Flex;
+use burn::tensor::ops::FloatTensor;
+use burn_flex::FlexTensor;
+
+/// `y`, computed from `x` by `op`, as an autodiff tensor: tracked (with `state` kept for
+/// `op`'s backward pass) when `x` is.
+pub(crate) fn unary_node<O: Backward<Flex, 1>>(
+    op: O,
+    x: &FloatTensor<FlexAutodiff>,
+    state: O::State,
+    y: FlexTensor,
+) -> FloatTensor<FlexAutodiff> {
+    match op
+        .prepare::<NoCheckpointing>([x.node.clone()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish(state, y),
+        OpsKind::UnTracked(prep) => prep.finish(y),
+    }
+}

@@ -1,10 +1,11 @@
 //! tanh with a fused forward and backward pass.
 
-use super::{cast, f32_values, flex_tensor, from_primitive, is, primitive, FlexAutodiff};
+use super::{
+    cast, f32_values, flex_tensor, from_primitive, is, primitive, unary_node, FlexAutodiff,
+};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{unary, Backward, Ops, OpsKind};
+use burn::backend::autodiff::ops::{unary, Backward, Ops};
 use burn::backend::Flex;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
@@ -64,14 +65,7 @@ fn tracked<const D: usize>(x: FloatTensor<FlexAutodiff>) -> FloatTensor<FlexAuto
     let Some(y) = forward(&x.primitive) else {
         return primitive(burn_tanh(from_primitive::<FlexAutodiff, D>(x)));
     };
-    match Tanh
-        .prepare::<NoCheckpointing>([x.node.clone()])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => prep.finish(y.clone(), y),
-        OpsKind::UnTracked(prep) => prep.finish(y),
-    }
+    unary_node(Tanh, &x, y.clone(), y)
 }
 
 /// tanh of an f32 tensor (`None` if not f32).
