@@ -138,10 +138,10 @@ pub fn write_summary(dir: &Path, summary: &Summary) -> Result<()> {
     std::fs::write(&path, text + "\n").map_err(|e| TrainError::io(&path, e))
 }
 
-pub use plots::{line_plot, write_plots, Series};
+pub use plots::{accuracy_series, line_plot, write_plots, Series};
 
 mod plots {
-    use super::{read_evaluations, read_losses};
+    use super::{read_evaluations, read_losses, Evaluation};
     use crate::error::{Result, TrainError};
     use plotters::prelude::*;
     use std::path::{Path, PathBuf};
@@ -182,6 +182,30 @@ mod plots {
 
     /// A named line: its points and its colour.
     pub type Series = (String, Vec<(f64, f64)>, RGBColor);
+
+    /// Test accuracy (%) against ε spent: one line for the current weights, and one for the EMA
+    /// weights when every evaluation has them.
+    pub fn accuracy_series(evaluations: &[Evaluation], current: &str, ema: &str) -> Vec<Series> {
+        let mut series: Vec<Series> = vec![(
+            current.into(),
+            evaluations
+                .iter()
+                .map(|e| (e.epsilon, 100.0 * e.test_accuracy))
+                .collect(),
+            RGBColor(31, 119, 180),
+        )];
+        if evaluations.iter().all(|e| e.test_accuracy_ema.is_some()) {
+            series.push((
+                ema.into(),
+                evaluations
+                    .iter()
+                    .filter_map(|e| e.test_accuracy_ema.map(|a| (e.epsilon, 100.0 * a)))
+                    .collect(),
+                RGBColor(255, 127, 14),
+            ));
+        }
+        series
+    }
 
     /// Draws `series` as lines (with markers when short) into the PNG at `path`.
     pub fn line_plot(
@@ -264,24 +288,7 @@ mod plots {
         let losses = read_losses(dir)?;
         let mut written = Vec::new();
         if !evaluations.is_empty() {
-            let mut series: Vec<Series> = vec![(
-                "current weights".into(),
-                evaluations
-                    .iter()
-                    .map(|e| (e.epsilon, 100.0 * e.test_accuracy))
-                    .collect(),
-                RGBColor(31, 119, 180),
-            )];
-            if evaluations.iter().all(|e| e.test_accuracy_ema.is_some()) {
-                series.push((
-                    "EMA weights".into(),
-                    evaluations
-                        .iter()
-                        .map(|e| (e.epsilon, 100.0 * e.test_accuracy_ema.unwrap_or(0.0)))
-                        .collect(),
-                    RGBColor(255, 127, 14),
-                ));
-            }
+            let series = accuracy_series(&evaluations, "current weights", "EMA weights");
             let path = dir.join("accuracy_vs_epsilon.png");
             line_plot(
                 &path,

@@ -367,7 +367,7 @@ fn bad_input_is_one_line_and_exit_2_and_leaves_runs_alone() {
     }
 
     // A run directory that is not empty is never overwritten.
-    let o = dp_train(&[
+    let one_step = [
         "--preset",
         "fmnist-cnn-eps3",
         "--data-dir",
@@ -378,21 +378,11 @@ fn bad_input_is_one_line_and_exit_2_and_leaves_runs_alone() {
         "1",
         "--batch-size",
         "8",
-    ]);
+    ];
+    let o = dp_train(&one_step);
     assert!(o.status.success(), "{}", stderr(&o));
     let before = snapshot(&run);
-    let o = dp_train(&[
-        "--preset",
-        "fmnist-cnn-eps3",
-        "--data-dir",
-        data_s,
-        "--out",
-        run_s,
-        "--steps",
-        "1",
-        "--batch-size",
-        "8",
-    ]);
+    let o = dp_train(&one_step);
     assert_one_line_error(&o, "not empty");
     let o = dp_train(&["--out", run_s, "--resume"]);
     assert_one_line_error(&o, "finished run");

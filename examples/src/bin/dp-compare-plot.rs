@@ -8,7 +8,7 @@
 
 use clap::Parser;
 use examples::error::TrainError;
-use examples::report::{line_plot, read_evaluations, Series};
+use examples::report::{accuracy_series, line_plot, read_evaluations};
 use plotters::style::RGBColor;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -62,24 +62,7 @@ fn run(args: Args) -> Result<(), TrainError> {
             args.run.display()
         )));
     }
-    let mut series: Vec<Series> = vec![(
-        "dp-burn".into(),
-        evaluations
-            .iter()
-            .map(|e| (e.epsilon, 100.0 * e.test_accuracy))
-            .collect(),
-        RGBColor(31, 119, 180),
-    )];
-    if evaluations.iter().all(|e| e.test_accuracy_ema.is_some()) {
-        series.push((
-            "dp-burn, EMA weights".into(),
-            evaluations
-                .iter()
-                .filter_map(|e| e.test_accuracy_ema.map(|a| (e.epsilon, 100.0 * a)))
-                .collect(),
-            RGBColor(255, 127, 14),
-        ));
-    }
+    let mut series = accuracy_series(&evaluations, "dp-burn", "dp-burn, EMA weights");
     if let Some(path) = &args.opacus {
         series.push((
             "Opacus 1.6".into(),
