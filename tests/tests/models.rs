@@ -85,14 +85,14 @@ fn no_model_mixes_examples() {
     validate_model(&dp_models::TanhCnn::<Flex>::new(10, &device).unwrap()).unwrap();
 }
 
-fn batch(rows: usize, size: usize, classes: usize) -> (Tensor<TB, 4>, Tensor<TB, 1, Int>) {
+fn batch(
+    rows: usize,
+    [c, h, w]: [usize; 3],
+    classes: usize,
+) -> (Tensor<TB, 4>, Tensor<TB, 1, Int>) {
     let device = Default::default();
     TB::seed(&device, 3);
-    let x = Tensor::random(
-        [rows, 3, size, size],
-        Distribution::Normal(0.0, 1.0),
-        &device,
-    );
+    let x = Tensor::random([rows, c, h, w], Distribution::Normal(0.0, 1.0), &device);
     let y: Vec<i64> = (0..rows).map(|i| (i % classes) as i64).collect();
     (x, Tensor::from_data(TensorData::new(y, [rows]), &device))
 }
@@ -113,9 +113,9 @@ fn compare<M: AutodiffModule<TB>>(
     forward: impl Fn(&M, Tensor<TB, 4>) -> Tensor<TB, 2>,
     rows: usize,
     views: usize,
-    size: usize,
+    image: [usize; 3],
 ) {
-    let (x, y) = batch(rows, size, 10);
+    let (x, y) = batch(rows, image, 10);
     let losses = |m: &M, r: Range<usize>| {
         cross_entropy_per_row(forward(m, x.clone().slice(r.clone())), y.clone().slice(r))
     };
@@ -164,8 +164,8 @@ fn tiny_wide_resnet_fast_path_matches_the_oracle() {
         .with_input_size(8)
         .init::<TB>(&device)
         .unwrap();
-    compare(&model, |m, x| m.forward(x), 4, 1, 8);
-    compare(&model, |m, x| m.forward(x), 6, 2, 8);
+    compare(&model, |m, x| m.forward(x), 4, 1, [3, 8, 8]);
+    compare(&model, |m, x| m.forward(x), 6, 2, [3, 8, 8]);
 }
 
 #[test]
@@ -179,5 +179,15 @@ fn tiny_nfnet_fast_path_matches_the_oracle() {
     for block in model.stages.iter_mut().flatten() {
         block.skipinit_gain.gain = block.skipinit_gain.gain.clone().map(|g| g.add_scalar(0.5));
     }
-    compare(&model, |m, x| m.forward(x), 4, 1, 16);
+    compare(&model, |m, x| m.forward(x), 4, 1, [3, 16, 16]);
+}
+
+/// Tramèr & Boneh's CNN runs on hand-written CPU kernels (max-pool, tanh) and an im2col first
+/// convolution whose im2col the per-example path reuses: none of it may mix examples.
+#[test]
+fn tanh_cnn_fast_path_matches_the_oracle() {
+    let device = Default::default();
+    let model = dp_models::TanhCnn::<TB>::new(10, &device).unwrap();
+    compare(&model, |m, x| m.forward(x), 5, 1, [1, 28, 28]);
+    compare(&model, |m, x| m.forward(x), 6, 2, [1, 28, 28]);
 }
