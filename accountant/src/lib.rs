@@ -31,6 +31,7 @@
 
 mod accountant;
 pub mod calibrate;
+pub mod cli;
 mod conservative;
 mod error;
 mod event;

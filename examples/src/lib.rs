@@ -3,7 +3,6 @@
 
 pub mod augment;
 pub mod bench;
-pub mod cli;
 pub mod data;
 pub mod error;
 pub mod parity;

@@ -181,7 +181,7 @@ fn time<B: AutodiffBackend, M: BenchModel<B>>(
 }
 
 fn main() -> std::process::ExitCode {
-    let args: Args = match examples::cli::parse_args() {
+    let args: Args = match dp_accountant::cli::parse_args() {
         Ok(args) => args,
         Err(code) => return code,
     };

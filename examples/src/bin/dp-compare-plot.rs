@@ -80,7 +80,7 @@ fn run(args: Args) -> Result<(), TrainError> {
 }
 
 fn main() -> ExitCode {
-    let args: Args = match examples::cli::parse_args() {
+    let args: Args = match dp_accountant::cli::parse_args() {
         Ok(args) => args,
         Err(code) => return code,
     };

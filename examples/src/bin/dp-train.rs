@@ -230,7 +230,7 @@ fn run(args: Args) -> Result<String, TrainError> {
 }
 
 fn main() -> ExitCode {
-    let args: Args = match examples::cli::parse_args() {
+    let args: Args = match dp_accountant::cli::parse_args() {
         Ok(args) => args,
         Err(code) => return code,
     };
