@@ -131,12 +131,39 @@ pub fn load_safetensors<B: Backend, M: Module<B>>(
     device: &B::Device,
 ) -> Result<M> {
     let path = path.as_ref();
+    let bytes = std::fs::read(path).map_err(|e| ModelError::Checkpoint {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    load_safetensors_bytes(model, &bytes, path, layout, device)
+}
+
+/// Loads the weights of `model` from the bytes of a safetensors file; errors name `source`.
+///
+/// The same checks as [`load_safetensors`].
+///
+/// ```
+/// use burn::backend::Flex;
+/// use dp_models::load::{load_safetensors_bytes, KeyLayout};
+/// let model = dp_models::TanhCnn::<Flex>::new(10, &Default::default())?;
+/// let err = load_safetensors_bytes(model, b"not safetensors", "mem".as_ref(), KeyLayout::Native,
+///     &Default::default()).unwrap_err();
+/// assert!(err.to_string().starts_with("mem: not a safetensors file"));
+/// # Ok::<(), dp_models::ModelError>(())
+/// ```
+pub fn load_safetensors_bytes<B: Backend, M: Module<B>>(
+    model: M,
+    bytes: &[u8],
+    source: &Path,
+    layout: KeyLayout,
+    device: &B::Device,
+) -> Result<M> {
+    let path = source;
     let fail = |reason: String| ModelError::Checkpoint {
         path: path.display().to_string(),
         reason,
     };
-    let bytes = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
-    let file = SafeTensors::deserialize(&bytes)
+    let file = SafeTensors::deserialize(bytes)
         .map_err(|e| fail(format!("not a safetensors file: {e}")))?;
     let mut file_keys: BTreeMap<String, Vec<usize>> = file
         .tensors()

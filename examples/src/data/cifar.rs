@@ -10,6 +10,11 @@ const RECORD: usize = 1 + 3 * 32 * 32;
 
 fn read_batch(path: &Path) -> Result<(Vec<u8>, Vec<u8>)> {
     let bytes = std::fs::read(path).map_err(|e| TrainError::io(path, e))?;
+    split_records(&bytes, path)
+}
+
+/// Splits a batch file's bytes into pixels and labels.
+fn split_records(bytes: &[u8], path: &Path) -> Result<(Vec<u8>, Vec<u8>)> {
     if bytes.is_empty() || bytes.len() % RECORD != 0 {
         return Err(TrainError::malformed(path, format!("{} bytes is not a whole number of {RECORD}-byte CIFAR-10 records (truncated or not CIFAR-10)", bytes.len())));
     }
@@ -26,6 +31,19 @@ fn read_batch(path: &Path) -> Result<(Vec<u8>, Vec<u8>)> {
         pixels.extend_from_slice(&record[1..]);
     }
     Ok((pixels, labels))
+}
+
+/// Parses the bytes of one CIFAR-10 binary batch file; errors name `source`.
+///
+/// ```
+/// let mut record = vec![7u8];
+/// record.extend(std::iter::repeat(128).take(3072));
+/// let set = examples::data::parse_cifar10_batch(&record, "mem".as_ref()).unwrap();
+/// assert_eq!((set.len(), set.labels[0], set.shape), (1, 7, [3, 32, 32]));
+/// ```
+pub fn parse_cifar10_batch(bytes: &[u8], source: &Path) -> Result<ImageSet> {
+    let (pixels, labels) = split_records(bytes, source)?;
+    ImageSet::new(pixels, labels, [3, 32, 32], 10, source)
 }
 
 /// CIFAR-10 from `dir` (the `cifar-10-batches-bin` folder).

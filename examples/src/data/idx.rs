@@ -8,16 +8,15 @@ use std::path::{Path, PathBuf};
 /// Where Debian's `dataset-fashion-mnist` package installs the files.
 pub const FASHION_MNIST_DIR: &str = "/usr/share/datasets/fashion-mnist";
 
-fn read_maybe_gzip(path: &Path) -> Result<Vec<u8>> {
-    let raw = std::fs::read(path).map_err(|e| TrainError::io(path, e))?;
+fn maybe_gunzip<'a>(raw: &'a [u8], path: &Path) -> Result<std::borrow::Cow<'a, [u8]>> {
     if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
-        flate2::read::GzDecoder::new(raw.as_slice())
+        flate2::read::GzDecoder::new(raw)
             .read_to_end(&mut out)
             .map_err(|e| TrainError::malformed(path, format!("bad gzip data: {e}")))?;
-        Ok(out)
+        Ok(out.into())
     } else {
-        Ok(raw)
+        Ok(raw.into())
     }
 }
 
@@ -65,15 +64,42 @@ fn parse(path: &Path, bytes: &[u8], dims: usize) -> Result<(Vec<usize>, Vec<u8>)
     Ok((sizes, payload.to_vec()))
 }
 
+/// Parses the bytes of an IDX image file `[N, H, W]` (raw or gzip); errors name `source`.
+///
+/// ```
+/// let mut bytes = vec![0, 0, 8, 3, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 2];
+/// bytes.extend([1, 2, 3, 4]);
+/// let (pixels, dims) = examples::data::parse_idx_images(&bytes, "mem".as_ref()).unwrap();
+/// assert_eq!((pixels.len(), dims), (4, [1, 2, 2]));
+/// ```
+pub fn parse_idx_images(bytes: &[u8], source: &Path) -> Result<(Vec<u8>, [usize; 3])> {
+    let (sizes, data) = parse(source, &maybe_gunzip(bytes, source)?, 3)?;
+    Ok((data, [sizes[0], sizes[1], sizes[2]]))
+}
+
+/// Parses the bytes of an IDX label file `[N]` (raw or gzip); errors name `source`.
+///
+/// ```
+/// let bytes = [0, 0, 8, 1, 0, 0, 0, 2, 7, 9];
+/// let labels = examples::data::parse_idx_labels(&bytes, "mem".as_ref()).unwrap();
+/// assert_eq!(labels, [7, 9]);
+/// ```
+pub fn parse_idx_labels(bytes: &[u8], source: &Path) -> Result<Vec<u8>> {
+    Ok(parse(source, &maybe_gunzip(bytes, source)?, 1)?.1)
+}
+
+fn read(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| TrainError::io(path, e))
+}
+
 /// Reads an IDX image file `[N, H, W]` (raw or gzip).
 pub fn read_idx_images(path: &Path) -> Result<(Vec<u8>, [usize; 3])> {
-    let (sizes, data) = parse(path, &read_maybe_gzip(path)?, 3)?;
-    Ok((data, [sizes[0], sizes[1], sizes[2]]))
+    parse_idx_images(&read(path)?, path)
 }
 
 /// Reads an IDX label file `[N]` (raw or gzip).
 pub fn read_idx_labels(path: &Path) -> Result<Vec<u8>> {
-    Ok(parse(path, &read_maybe_gzip(path)?, 1)?.1)
+    parse_idx_labels(&read(path)?, path)
 }
 
 fn find(dir: &Path, stem: &str) -> Option<PathBuf> {

@@ -5,8 +5,11 @@ mod cifar;
 mod idx;
 mod synthetic;
 
-pub use cifar::{read_cifar10, write_cifar10_batch};
-pub use idx::{read_fashion_mnist, read_idx_images, read_idx_labels, FASHION_MNIST_DIR};
+pub use cifar::{parse_cifar10_batch, read_cifar10, write_cifar10_batch};
+pub use idx::{
+    parse_idx_images, parse_idx_labels, read_fashion_mnist, read_idx_images, read_idx_labels,
+    FASHION_MNIST_DIR,
+};
 pub use synthetic::{write_synthetic_cifar10, write_synthetic_fashion_mnist};
 
 use crate::error::{Result, TrainError};
