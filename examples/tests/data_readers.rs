@@ -2,7 +2,8 @@
 //! naming the file for truncated, mislabelled or foreign files.
 
 use examples::data::{
-    read_cifar10, read_fashion_mnist, read_idx_images, write_cifar10_batch, ImageSet,
+    parse_idx_images, read_cifar10, read_fashion_mnist, read_idx_images, write_cifar10_batch,
+    ImageSet,
 };
 use examples::error::TrainError;
 use std::io::Write;
@@ -174,4 +175,25 @@ fn truncated_or_mislabelled_cifar_files_name_the_file() {
         read_cifar10(dir.path()),
         Err(TrainError::MissingData { .. })
     ));
+}
+
+// Regression tests for inputs found by `scripts/fuzz.sh` (fuzz target in brackets).
+
+/// [idx] fuzz/artifacts/idx/crash-432674aef46c708153113f5ae034ebf0b055f208 without its mode
+/// byte: sizes 0x1f8b0100 × 0x300 × 0x09036360 overflow usize; the product panicked
+/// ("attempt to multiply with overflow").
+#[test]
+fn idx_header_whose_sizes_overflow_is_malformed() {
+    let bytes = [
+        0x00, 0x00, 0x08, 0x03, 0x1f, 0x8b, 0x01, 0x00, 0x00, 0x00, 0x03, 0x00, 0x09, 0x03, 0x63,
+        0x60, 0xe0, 0x60, 0x64, 0x60, 0x60, 0x60, 0x66, 0xe0, 0x64, 0x01, 0x00, 0xd4,
+    ];
+    let source = Path::new("crash-4326");
+    let err = parse_idx_images(&bytes, source).unwrap_err();
+    assert!(
+        matches!(&err, TrainError::Malformed { path, reason } if path == source && reason.contains("promises")),
+        "{err}"
+    );
+    let err = parse_idx_images(&gzip(&bytes), source).unwrap_err();
+    assert!(err.to_string().contains("promises"), "{err}");
 }

@@ -19,7 +19,11 @@ fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else {
         return;
     };
-    let bytes = if mode & 1 == 1 { gzip(rest) } else { rest.to_vec() };
+    let bytes = if mode & 1 == 1 {
+        gzip(rest)
+    } else {
+        rest.to_vec()
+    };
     let source = Path::new("fuzz-input");
     if let Ok((pixels, [n, h, w])) = parse_idx_images(&bytes, source) {
         let expected = n.checked_mul(h).and_then(|nh| nh.checked_mul(w));

@@ -36,7 +36,9 @@ fn mini() -> Mini<Flex> {
                 .expect("valid conv config"),
             skipinit_gain: ScalarGain::new(0.0, &device),
         },
-        head: LinearConfig::new(3, 2).init(&device).expect("valid linear config"),
+        head: LinearConfig::new(3, 2)
+            .init(&device)
+            .expect("valid linear config"),
     }
 }
 

@@ -8,32 +8,39 @@ use std::path::{Path, PathBuf};
 /// Where Debian's `dataset-fashion-mnist` package installs the files.
 pub const FASHION_MNIST_DIR: &str = "/usr/share/datasets/fashion-mnist";
 
-fn maybe_gunzip<'a>(raw: &'a [u8], path: &Path) -> Result<std::borrow::Cow<'a, [u8]>> {
+/// The most data bytes a header may promise: 4 GiB, seven times EMNIST ByClass (0.55 GB, the
+/// largest IDX dataset we know of), so that a corrupt header is an error, not an allocation.
+const MAX_DATA_BYTES: u64 = 1 << 32;
+
+/// Parses IDX `raw`, or its decompression if it starts with gzip's magic, with `dims`
+/// dimensions; returns the sizes and the data.
+fn parse(path: &Path, raw: &[u8], dims: usize) -> Result<(Vec<usize>, Vec<u8>)> {
     if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(raw)
-            .read_to_end(&mut out)
-            .map_err(|e| TrainError::malformed(path, format!("bad gzip data: {e}")))?;
-        Ok(out.into())
+        parse_from(path, flate2::read::GzDecoder::new(raw), dims)
     } else {
-        Ok(raw.into())
+        parse_from(path, raw, dims)
     }
 }
 
-/// Parses the header: magic 0x0000_08_0D (unsigned bytes, D dimensions), then D big-endian
-/// u32 sizes; returns the sizes and the payload.
-fn parse(path: &Path, bytes: &[u8], dims: usize) -> Result<(Vec<usize>, Vec<u8>)> {
-    let header = 4 + 4 * dims;
-    if bytes.len() < 4 {
-        return Err(TrainError::malformed(
-            path,
-            format!("truncated header ({} bytes)", bytes.len()),
-        ));
+/// Reads the header: magic 0x0000_08_0D (unsigned bytes, D dimensions), then D big-endian
+/// u32 sizes; then the data they promise, and at most one byte more, so a decompression bomb
+/// behind a header costs no more memory than the header's (bounded) promise.
+fn parse_from(path: &Path, mut reader: impl Read, dims: usize) -> Result<(Vec<usize>, Vec<u8>)> {
+    let gzip_error = |e: std::io::Error| TrainError::malformed(path, format!("bad gzip data: {e}"));
+    let header_len = 4 + 4 * dims;
+    let mut header = Vec::with_capacity(header_len);
+    (&mut reader)
+        .take(header_len as u64)
+        .read_to_end(&mut header)
+        .map_err(gzip_error)?;
+    let truncated =
+        || TrainError::malformed(path, format!("truncated header ({} bytes)", header.len()));
+    if header.len() < 4 {
+        return Err(truncated());
     }
-    let word = |i: usize| {
-        u32::from_be_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]) as usize
-    };
-    let magic = word(0);
+    let word =
+        |i: usize| u32::from_be_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]);
+    let magic = word(0) as usize;
     if magic != 0x0800 + dims {
         return Err(TrainError::malformed(
             path,
@@ -43,25 +50,37 @@ fn parse(path: &Path, bytes: &[u8], dims: usize) -> Result<(Vec<usize>, Vec<u8>)
             ),
         ));
     }
-    if bytes.len() < header {
+    if header.len() < header_len {
+        return Err(truncated());
+    }
+    let sizes: Vec<usize> = (0..dims).map(|d| word(4 + 4 * d) as usize).collect();
+    let expected = sizes
+        .iter()
+        .try_fold(1u64, |n, &s| n.checked_mul(s as u64))
+        .filter(|&n| n <= MAX_DATA_BYTES)
+        .ok_or_else(|| {
+            TrainError::malformed(
+                path,
+                format!("the header promises {sizes:?}: more than {MAX_DATA_BYTES} data bytes"),
+            )
+        })?;
+    let mut data = Vec::new();
+    reader
+        .take(expected + 1)
+        .read_to_end(&mut data)
+        .map_err(gzip_error)?;
+    if data.len() as u64 != expected {
+        let found = if data.len() as u64 > expected {
+            format!("more than {expected}")
+        } else {
+            data.len().to_string()
+        };
         return Err(TrainError::malformed(
             path,
-            format!("truncated header ({} bytes)", bytes.len()),
+            format!("{found} data bytes, the header promises {expected} ({sizes:?})"),
         ));
     }
-    let sizes: Vec<usize> = (0..dims).map(|d| word(4 + 4 * d)).collect();
-    let expected: usize = sizes.iter().product();
-    let payload = &bytes[header..];
-    if payload.len() != expected {
-        return Err(TrainError::malformed(
-            path,
-            format!(
-                "{} data bytes, the header promises {expected} ({sizes:?})",
-                payload.len()
-            ),
-        ));
-    }
-    Ok((sizes, payload.to_vec()))
+    Ok((sizes, data))
 }
 
 /// Parses the bytes of an IDX image file `[N, H, W]` (raw or gzip); errors name `source`.
@@ -73,7 +92,7 @@ fn parse(path: &Path, bytes: &[u8], dims: usize) -> Result<(Vec<usize>, Vec<u8>)
 /// assert_eq!((pixels.len(), dims), (4, [1, 2, 2]));
 /// ```
 pub fn parse_idx_images(bytes: &[u8], source: &Path) -> Result<(Vec<u8>, [usize; 3])> {
-    let (sizes, data) = parse(source, &maybe_gunzip(bytes, source)?, 3)?;
+    let (sizes, data) = parse(source, bytes, 3)?;
     Ok((data, [sizes[0], sizes[1], sizes[2]]))
 }
 
@@ -85,7 +104,7 @@ pub fn parse_idx_images(bytes: &[u8], source: &Path) -> Result<(Vec<u8>, [usize;
 /// assert_eq!(labels, [7, 9]);
 /// ```
 pub fn parse_idx_labels(bytes: &[u8], source: &Path) -> Result<Vec<u8>> {
-    Ok(parse(source, &maybe_gunzip(bytes, source)?, 1)?.1)
+    Ok(parse(source, bytes, 1)?.1)
 }
 
 fn read(path: &Path) -> Result<Vec<u8>> {
