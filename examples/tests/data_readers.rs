@@ -197,3 +197,21 @@ fn idx_header_whose_sizes_overflow_is_malformed() {
     let err = parse_idx_images(&gzip(&bytes), source).unwrap_err();
     assert!(err.to_string().contains("promises"), "{err}");
 }
+
+#[test]
+fn idx_headers_promising_more_than_4_gib_or_data_past_the_promise_are_malformed() {
+    let source = Path::new("promise");
+    // 2^16 × 2^16 × 2 bytes = 8 GiB: an error before any data is read.
+    let mut huge = vec![0, 0, 8, 3, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 2];
+    huge.extend([0; 64]);
+    let err = parse_idx_images(&gzip(&huge), source).unwrap_err();
+    assert!(
+        err.to_string().contains("more than 4294967296 data bytes"),
+        "{err}"
+    );
+    // A gzip stream inflating past the promised size is read only one byte past it.
+    let mut long = idx_images(1, 2, 2);
+    long.extend(std::iter::repeat_n(0, 1 << 20));
+    let err = parse_idx_images(&gzip(&long), source).unwrap_err();
+    assert!(err.to_string().contains("more than 4 data bytes"), "{err}");
+}
