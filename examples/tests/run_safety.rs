@@ -433,3 +433,18 @@ fn without_a_terminal_every_evaluation_prints_a_line() {
     let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(summary["seeded"], true);
 }
+
+#[test]
+fn a_closed_stdout_pipe_ends_quietly() {
+    // `dp-train --list-presets | head -c 10`: the reader is gone before the list is written.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dp-train"))
+        .arg("--list-presets")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stderr(&o).is_empty(), "{}", stderr(&o));
+}

@@ -240,10 +240,7 @@ fn main() -> ExitCode {
         Err(code) => return code,
     };
     match run(args) {
-        Ok(text) => {
-            println!("{text}");
-            ExitCode::SUCCESS
-        }
+        Ok(text) => dp_accountant::cli::print_stdout(&text),
         Err(e) => {
             eprintln!("error: {e}");
             match e {
