@@ -3,11 +3,12 @@
 //! layer, are errors naming the layer or parameter, never a silent mis-clip. Each bad model is
 //! a legitimate one for the batch-of-one oracle, which accepts it.
 //!
-//! What the checks prevent (observed on this branch with the checks disabled): the
-//! sequence-first model below gave 6 "examples" (one per time step) for a micro-batch of 4,
-//! the flattened one 24, and the shared-input one a norm of the summed gradient broadcast to
-//! every example; with the penalty on the weight, the fast norms left the penalty out (they
-//! differed from the oracle's), while the update silently lost it.
+//! What the checks prevent (observed with them disabled): the sequence-first, flattened and
+//! shared-input models below ended in a burn panic (per-layer norms of 6, 24 or 1 rows
+//! against the head's 4), and had the mis-shaped layer been the only one, or T equal to the
+//! rows (the last shape test), the norms would have been of time steps, not examples, without
+//! any error; the penalized and the tied models ran, their fast norms and sums silently
+//! leaving out the gradient of the parameter's outside use.
 
 use burn::backend::{Autodiff, Flex};
 use burn::module::Module;

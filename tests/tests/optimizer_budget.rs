@@ -97,7 +97,7 @@ fn the_budget_admits_exactly_the_steps_the_accountant_allows_and_refuses_the_nex
         &batch,
         8,
         0.1,
-        |_: &[usize]| -> Data { unreachable!() },
+        |_: &[usize]| -> Data { panic!("step k + 1 ran: data loaded beyond the budget") },
         ce,
     );
     match refused {

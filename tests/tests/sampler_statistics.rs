@@ -20,7 +20,7 @@ const ALPHA: f64 = 1e-6;
 
 /// P(χ²_k > x) for even k: e^{−x/2} Σ_{j<k/2} (x/2)^j / j!, summed in log space.
 fn chi2_sf_even(x: f64, k: usize) -> f64 {
-    assert!(k >= 2 && k % 2 == 0);
+    assert!(k >= 2 && k.is_multiple_of(2));
     let lambda = x / 2.0;
     let logs: Vec<f64> = (0..k / 2)
         .scan(-lambda, |log, j| {

@@ -63,7 +63,7 @@ pub(super) fn check_rows<AB: AutodiffBackend>(
                 .and_then(|id| layer_of.get(id).copied())
                 .unwrap_or("?");
             format!(
-                "layer `{path}` ({}) got an input of shape {:?} and gave an output of shape {:?} \
+                "layer `{path}` ({}) got an input of shape {:?}, its output recorded as {:?} \
                  (leading dimensions {} and {})",
                 r.data.kind(),
                 r.data.input_dims(),
