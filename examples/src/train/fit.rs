@@ -150,7 +150,7 @@ where
             report::append_line(&ctx.run.losses(), &format!("{done},{loss}"))?;
         }
         let pausing = stop_at == Some(done) && done < plan.steps;
-        if done % eval_every == 0 || done == plan.steps || pausing {
+        if done.is_multiple_of(eval_every) || done == plan.steps || pausing {
             let (test_accuracy, test_loss, test_accuracy_ema) =
                 evaluation(&session, ctx, &eval_augment, device)?;
             let wall_s = session.wall_before + started.elapsed().as_secs_f64();
