@@ -198,7 +198,18 @@ impl<AB: AutodiffBackend, M: AutodiffModule<AB>, O: Optimizer<M, AB>> DpOptimize
     ) -> Result<Resumed<AB, M, O>> {
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|e| fail(path, e))?;
-        let [meta, model_bytes, optim_bytes, ema_bytes] = read_sections(path, &bytes)?;
+        Self::resume_from_bytes(path, &bytes, journal, model, inner)
+    }
+
+    /// [`DpOptimizer::resume`] from the checkpoint's bytes (`path` names them in errors).
+    pub fn resume_from_bytes(
+        path: &Path,
+        bytes: &[u8],
+        journal: Option<&Path>,
+        model: M,
+        inner: O,
+    ) -> Result<Resumed<AB, M, O>> {
+        let [meta, model_bytes, optim_bytes, ema_bytes] = read_sections(path, bytes)?;
         let meta: Meta =
             serde_json::from_slice(meta).map_err(|e| fail(path, format!("metadata: {e}")))?;
         let expected = structure(&model);
