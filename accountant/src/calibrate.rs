@@ -10,8 +10,10 @@ use crate::event::{DpEvent, NeighboringRelation};
 /// Default relative tolerance of [`calibrate_noise_multiplier`].
 pub const DEFAULT_RELATIVE_TOLERANCE: f64 = 1e-4;
 
-/// Search range of noise multipliers.
-const SIGMA_RANGE: (f64, f64) = (1e-3, 1e5);
+/// The noise multipliers σ that calibration searches, and that the `dp-accountant` CLI
+/// accepts: below, ε is astronomically large (or the PLD grid too large); above, ε is
+/// negligible for any realistic number of steps.
+pub const NOISE_MULTIPLIER_RANGE: (f64, f64) = (1e-6, 1e6);
 
 /// A bracket [lo, hi] of a monotone predicate: `pred(lo)` is false and `pred(hi)` is true.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -57,6 +59,11 @@ pub fn bracket_threshold(
 /// The smallest noise multiplier σ (within `relative_tolerance`, rounded up) for which
 /// `event_for(σ)` costs at most `target_epsilon` at `delta`.
 ///
+/// The search covers [`NOISE_MULTIPLIER_RANGE`]: if even its lower end reaches the target,
+/// a σ near that end is returned. A σ for which the accountant cannot compute ε (a PLD loss
+/// grid over `max_grid_points`) counts as not reaching the target, so with PLD the answer is
+/// at least the smallest σ the accountant can certify.
+///
 /// # Privacy
 /// The returned σ is the upper end of the final bracket, so recomputing ε with it gives
 /// ε ≤ `target_epsilon` with the same accountant.
@@ -90,12 +97,16 @@ pub fn calibrate_noise_multiplier(
     }
     let meets = |sigma: f64| -> Result<bool> {
         let mut accountant = config.build(relation)?;
-        match accountant.compose(&event_for(sigma)) {
-            // Tiny σ can need an enormous loss grid: such a σ is far from any useful target.
-            Err(AccountantError::GridTooLarge { .. }) => return Ok(false),
-            other => other?,
+        let epsilon = accountant
+            .compose(&event_for(sigma))
+            .and_then(|()| accountant.epsilon(delta));
+        match epsilon {
+            // Small σ can need a loss grid over the PLD limit, for one step (in `compose`) or
+            // for the composition (built lazily by `epsilon`). Counting such a σ as failing is
+            // on the safe side: the answer is then a larger σ whose ε was computed in full.
+            Err(AccountantError::GridTooLarge { .. }) => Ok(false),
+            other => Ok(other? <= target_epsilon),
         }
-        Ok(accountant.epsilon(delta)? <= target_epsilon)
     };
     // Find a bracket by doubling from σ = 1.
     let (mut lo, mut hi) = (1.0, 1.0);
@@ -103,7 +114,7 @@ pub fn calibrate_noise_multiplier(
         while meets(lo)? {
             hi = lo;
             lo /= 2.0;
-            if lo < SIGMA_RANGE.0 {
+            if lo < NOISE_MULTIPLIER_RANGE.0 {
                 return Ok(hi);
             }
         }
@@ -111,10 +122,10 @@ pub fn calibrate_noise_multiplier(
         while !meets(hi)? {
             lo = hi;
             hi *= 2.0;
-            if hi > SIGMA_RANGE.1 {
+            if hi > NOISE_MULTIPLIER_RANGE.1 {
                 return Err(AccountantError::Unreachable(format!(
                     "ε = {target_epsilon} at δ = {delta} needs a noise multiplier above {}",
-                    SIGMA_RANGE.1
+                    NOISE_MULTIPLIER_RANGE.1
                 )));
             }
         }
@@ -124,6 +135,10 @@ pub fn calibrate_noise_multiplier(
 
 /// The largest number of repetitions of `step` (at most `max_steps`) whose composition costs
 /// at most `target_epsilon` at `delta`; an error if even one step costs more.
+///
+/// A result equal to `max_steps` means only that the budget allows *at least* that many: the
+/// search does not look beyond the cap. It takes at most about 2·log₂(`max_steps`)
+/// evaluations of the accountant.
 ///
 /// ```
 /// use dp_accountant::{calibrate, AccountantConfig, AccountantKind, DpEvent, NeighboringRelation};
@@ -161,10 +176,12 @@ pub fn max_steps(
             "a single step already costs more than ε = {target_epsilon} at δ = {delta}"
         )));
     }
-    // Exponential search for a failing count, then integer bisection.
+    // Exponential search for a failing count, then integer bisection. The search stops at
+    // the cap: doubling saturates at u64::MAX, so testing `bad > max_steps` alone never ends
+    // when the cap is u64::MAX and the budget allows it.
     let (mut good, mut bad) = (1u64, 2u64);
     loop {
-        if bad > max_steps {
+        if bad >= max_steps {
             if meets(max_steps)? {
                 return Ok(max_steps);
             }
@@ -186,4 +203,58 @@ pub fn max_steps(
         }
     }
     Ok(good)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::accountant::AccountantKind;
+    use crate::pld::PldConfig;
+
+    fn epsilon_of(config: &AccountantConfig, event: &DpEvent, delta: f64) -> f64 {
+        let mut accountant = config.build(NeighboringRelation::AddOrRemoveOne).unwrap();
+        accountant.compose(event).unwrap();
+        accountant.epsilon(delta).unwrap()
+    }
+
+    #[test]
+    fn pld_grid_over_the_limit_while_composing_counts_as_not_reaching_the_target() {
+        // A coarse grid with a small limit: one step fits down to σ ≈ 0.04, ten composed steps
+        // only from σ ≈ 0.1, where ε ≈ 1000 lies. The composition's GridTooLarge is raised by
+        // `epsilon`, not `compose`; it used to end the calibration with an error.
+        let config = AccountantConfig::Pld(PldConfig {
+            value_discretization_interval: 1e-2,
+            max_grid_points: 100_000,
+            ..PldConfig::default()
+        });
+        let run = |sigma| DpEvent::poisson_gaussian(0.01, sigma).self_composed(10);
+        let relation = NeighboringRelation::AddOrRemoveOne;
+        let sigma = calibrate_noise_multiplier(&config, relation, run, 1000.0, 1e-5, 1e-3).unwrap();
+        assert!(sigma < 0.5, "{sigma}");
+        assert!(epsilon_of(&config, &run(sigma), 1e-5) <= 1000.0, "{sigma}");
+    }
+
+    #[test]
+    fn large_targets_calibrate_below_a_thousandth() {
+        // One unsampled Gaussian step: ε = 10⁶ at δ = 1e-5 needs σ ≈ 7.4e-4 by RDP
+        // (ε ≈ α/(2σ²) at α = 1.1), below the old search floor of 1e-3 (which gave σ ≈ 2e-3).
+        let config = AccountantConfig::default_for(AccountantKind::Rdp);
+        let relation = NeighboringRelation::AddOrRemoveOne;
+        let sigma =
+            calibrate_noise_multiplier(&config, relation, DpEvent::gaussian, 1e6, 1e-5, 1e-4)
+                .unwrap();
+        assert!(sigma < 1e-3, "{sigma}");
+        assert!(epsilon_of(&config, &DpEvent::gaussian(sigma), 1e-5) <= 1e6);
+        assert!(epsilon_of(&config, &DpEvent::gaussian(sigma * (1.0 - 1e-3)), 1e-5) > 1e6);
+    }
+
+    #[test]
+    fn max_steps_at_a_cap_of_u64_max_returns_the_cap() {
+        // Doubling saturates at u64::MAX; this search used to loop forever.
+        let config = AccountantConfig::default_for(AccountantKind::Rdp);
+        let step = DpEvent::poisson_gaussian(1e-15, 1.0);
+        let relation = NeighboringRelation::AddOrRemoveOne;
+        let steps = max_steps(&config, relation, &step, 1.0, 1e-5, u64::MAX).unwrap();
+        assert_eq!(steps, u64::MAX);
+    }
 }

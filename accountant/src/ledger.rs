@@ -257,6 +257,9 @@ fn check_sample_size(sample_size: u64, dataset_size: u64) -> Result<()> {
 
 /// The σ of the single Gaussian equivalent to a nest of Gaussians run on one sample
 /// (`SelfComposed` of k Gaussians of σ is one Gaussian of σ/√k; `Composed` adds σ⁻²).
+///
+/// Computed as σ_min/√(Σ kᵢ(σ_min/σᵢ)²), so no σ⁻² overflows or underflows: a single Gaussian
+/// keeps its σ exactly, for every finite σ > 0 (σ⁻² of 1e-300 or 1e300 is not a float).
 fn effective_noise_multiplier(inner: &DpEvent, outer: &DpEvent) -> Result<f64> {
     let unsupported = || AccountantError::UnsupportedEvent {
         accountant: "any",
@@ -264,30 +267,37 @@ fn effective_noise_multiplier(inner: &DpEvent, outer: &DpEvent) -> Result<f64> {
         relation: NeighboringRelation::AddOrRemoveOne,
         reason: "the event run on a sample must be Gaussian, or a composition of Gaussians".into(),
     };
-    fn inverse_square_sum(e: &DpEvent) -> Option<Result<f64>> {
+    /// Pushes (σ, repetitions) of every Gaussian in `e`; `None` if `e` holds anything else.
+    fn gaussians(e: &DpEvent, count: f64, out: &mut Vec<(f64, f64)>) -> Option<Result<()>> {
         match e {
             DpEvent::Gaussian { noise_multiplier } => {
-                Some(check_sigma(*noise_multiplier).map(|s| s.powi(-2)))
+                Some(check_sigma(*noise_multiplier).map(|s| out.push((s, count))))
             }
-            DpEvent::SelfComposed { event, count } => {
-                inverse_square_sum(event).map(|r| r.map(|v| v * *count as f64))
-            }
+            DpEvent::SelfComposed { event, count: k } => gaussians(event, count * *k as f64, out),
             DpEvent::Composed(events) if !events.is_empty() => {
-                let mut total = 0.0;
                 for e in events {
-                    match inverse_square_sum(e)? {
-                        Ok(v) => total += v,
-                        Err(err) => return Some(Err(err)),
+                    if let Err(err) = gaussians(e, count, out)? {
+                        return Some(Err(err));
                     }
                 }
-                Some(Ok(total))
+                Some(Ok(()))
             }
             _ => None,
         }
     }
-    let total = inverse_square_sum(inner).ok_or_else(unsupported)??;
-    if total > 0.0 && total.is_finite() {
-        Ok(total.powf(-0.5))
+    let mut found = Vec::new();
+    gaussians(inner, 1.0, &mut found).ok_or_else(unsupported)??;
+    let smallest = found
+        .iter()
+        .filter(|(_, count)| *count > 0.0)
+        .map(|(sigma, _)| *sigma)
+        .fold(f64::INFINITY, f64::min);
+    let total: f64 = found
+        .iter()
+        .map(|(sigma, count)| count * (smallest / sigma).powi(2))
+        .sum();
+    if smallest.is_finite() && total > 0.0 && total.is_finite() {
+        Ok(smallest / total.sqrt())
     } else {
         Err(unsupported())
     }
@@ -348,6 +358,26 @@ mod tests {
         let ledger = Ledger::from_event(&event).unwrap();
         let sigma = ledger.entries()[0].0.noise_multiplier();
         assert!((sigma - 2.0 / 2f64.sqrt()).abs() < 1e-15);
+    }
+
+    #[test]
+    fn extreme_noise_multipliers_on_a_sample_keep_their_value() {
+        for sigma in [1e-300, 1e300, f64::MIN_POSITIVE, f64::MAX] {
+            let ledger = Ledger::from_event(&DpEvent::poisson_gaussian(0.01, sigma)).unwrap();
+            assert_eq!(ledger.entries()[0].0.noise_multiplier(), sigma);
+        }
+        let inner = DpEvent::Composed(vec![DpEvent::gaussian(1e300), DpEvent::gaussian(1e300)]);
+        let event = DpEvent::PoissonSampled {
+            sampling_rate: 0.1,
+            event: Box::new(inner),
+        };
+        let sigma = Ledger::from_event(&event).unwrap().entries()[0]
+            .0
+            .noise_multiplier();
+        assert!(
+            (sigma / (1e300 / 2f64.sqrt()) - 1.0).abs() < 1e-15,
+            "{sigma}"
+        );
     }
 
     #[test]

@@ -1,15 +1,24 @@
-//! Checkpoints: model, optimizer, EMA, accountant ledger, sampler and noise state in one file,
+//! Checkpoints: model, optimizer, EMA, accountant ledger and the kind of noise in one file,
 //! written atomically, with a format version and a checksum.
+//!
+//! # Privacy
+//! A checkpoint holds nothing from which the noise or the batches can be reproduced unless the
+//! run was seeded explicitly: the state of a generator seeded from the operating system is
+//! never recorded ([`crate::rng::SecureRng::state`]), and a resumed run draws fresh entropy,
+//! so two continuations of one checkpoint add independent noise. A seeded run records its
+//! generators' states and says so (`seeded`); anyone holding such a checkpoint can remove the
+//! noise of its run.
 //!
 //! Layout: `DPBURNCK` · version (u32 LE) · four length-prefixed sections (u64 LE length):
 //! metadata JSON, model record, optimizer record, EMA record (may be empty) · CRC-32 of
 //! everything before it (u32 LE).
 
 use crate::error::{DpError, Result};
-use crate::noise::GaussianNoise;
+use crate::files::write_atomically;
+use crate::journal::{read_journal, reconcile, JournalBody, JOURNAL_FORMAT_VERSION};
+use crate::noise::{GaussianNoise, NoiseRecord};
 use crate::optimizer::{DpOptimizer, DpSgdConfig};
 use crate::params::param_infos;
-use crate::rng::RngState;
 use crate::sampler::SamplerState;
 use burn::module::{AutodiffModule, Module};
 use burn::optim::Optimizer;
@@ -17,33 +26,27 @@ use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use burn::tensor::backend::AutodiffBackend;
 use dp_accountant::{AccountantConfig, Ledger, NeighboringRelation};
 use serde::{Deserialize, Serialize};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-/// The checkpoint format this build writes and reads.
-pub const CHECKPOINT_FORMAT_VERSION: u32 = 1;
+/// The checkpoint format this build writes and reads (version 1 stored generator states).
+pub const CHECKPOINT_FORMAT_VERSION: u32 = 2;
 const MAGIC: &[u8; 8] = b"DPBURNCK";
 
 #[derive(Serialize, Deserialize)]
 struct Meta {
     format_version: u32,
+    run_id: String,
     steps: u64,
+    /// Whether the noise or the sampler was seeded explicitly (their states are then stored).
+    seeded: bool,
     config: DpSgdConfig,
     accountant: AccountantConfig,
     relation: NeighboringRelation,
     ledger: Ledger,
     sampler: Option<SamplerState>,
-    noise: Option<RngState>,
+    noise: NoiseRecord,
     params: Vec<(String, Vec<usize>)>,
     extra: serde_json::Value,
-}
-
-/// The privacy ledger alone, rewritten at every step by [`DpOptimizer::with_journal`].
-#[derive(Serialize, Deserialize)]
-struct Journal {
-    accountant: AccountantConfig,
-    relation: NeighboringRelation,
-    ledger: Ledger,
 }
 
 /// What [`DpOptimizer::resume`] gives back.
@@ -52,10 +55,13 @@ pub struct Resumed<AB: AutodiffBackend, M: AutodiffModule<AB>, O: Optimizer<M, A
     pub model: M,
     /// The optimizer, with its accountant ledger, EMA and noise state restored.
     pub optimizer: DpOptimizer<AB, M, O>,
-    /// The sampler state saved with the checkpoint; `None` if steps were charged after the
-    /// checkpoint (see `lost_steps`): then draw batches with a fresh OS-seeded sampler, since
-    /// replaying the saved sampler would reuse the batches of those steps with new noise.
+    /// The sampler state saved with the checkpoint (its generator only if it was seeded);
+    /// `None` if steps were charged after the checkpoint (see `lost_steps`): then draw batches
+    /// with a fresh OS-seeded sampler, since replaying a seeded sampler would reuse the
+    /// batches of those steps with new noise.
     pub sampler: Option<SamplerState>,
+    /// Whether the checkpointed run was seeded explicitly.
+    pub seeded: bool,
     /// Steps charged after the checkpoint was written (from the journal); their privacy cost
     /// is kept.
     pub lost_steps: u64,
@@ -68,34 +74,6 @@ fn fail(path: &Path, reason: impl std::fmt::Display) -> DpError {
         path: path.display().to_string(),
         reason: reason.to_string(),
     }
-}
-
-/// Writes `bytes` to `path` atomically: a temporary file in the same directory, flushed to
-/// disk, then renamed over `path`. On failure `path` is untouched.
-pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .ok_or_else(|| fail(path, "not a file path"))?;
-    let tmp: PathBuf = dir.join(format!(
-        ".{}.tmp-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let result = (|| -> std::io::Result<()> {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(fail(path, e));
-    }
-    Ok(())
 }
 
 fn push_section(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -159,16 +137,21 @@ impl<AB: AutodiffBackend, M: AutodiffModule<AB>, O: Optimizer<M, AB>> DpOptimize
         extra: serde_json::Value,
     ) -> Result<()> {
         let path = path.as_ref();
+        // The journal is never behind a checkpoint.
+        self.write_journal(self.accountant.as_ref())?;
         let recorder = NamedMpkBytesRecorder::<FullPrecisionSettings>::default();
+        let seeded = self.noise.is_seeded() || sampler.as_ref().is_some_and(|s| s.rng.is_some());
         let meta = Meta {
             format_version: CHECKPOINT_FORMAT_VERSION,
+            run_id: self.run_id.clone(),
             steps: self.steps,
+            seeded,
             config: self.config.clone(),
             accountant: self.accountant.config(),
             relation: self.accountant.neighboring_relation(),
             ledger: self.accountant.ledger().clone(),
             sampler,
-            noise: self.noise.state(),
+            noise: self.noise.record(),
             params: structure(model),
             extra,
         };
@@ -201,9 +184,12 @@ impl<AB: AutodiffBackend, M: AutodiffModule<AB>, O: Optimizer<M, AB>> DpOptimize
 
     /// Rebuilds model and optimizer from a checkpoint. `model` and `inner` are fresh instances
     /// of the same architecture and optimizer; a checkpoint of another architecture, a corrupt
-    /// file or another format version is an error. If `journal` names a privacy journal with
-    /// more steps than the checkpoint (steps were charged after it was written), its ledger is
-    /// used: resuming never forgets spent budget.
+    /// file or another format version is an error. `journal` names the run's privacy journal
+    /// (see [`crate::journal`]): it must exist, belong to the same run and hold at least the
+    /// checkpoint's steps, and its ledger is the one resumed, so steps charged after the
+    /// checkpoint keep their cost. With `None` the checkpoint's own ledger is used (for callers
+    /// that keep no journal). Noise and unseeded sampling continue from fresh operating-system
+    /// entropy; the kind of noise (fast or exact) is kept.
     pub fn resume(
         path: impl AsRef<Path>,
         journal: Option<&Path>,
@@ -212,7 +198,18 @@ impl<AB: AutodiffBackend, M: AutodiffModule<AB>, O: Optimizer<M, AB>> DpOptimize
     ) -> Result<Resumed<AB, M, O>> {
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|e| fail(path, e))?;
-        let [meta, model_bytes, optim_bytes, ema_bytes] = read_sections(path, &bytes)?;
+        Self::resume_from_bytes(path, &bytes, journal, model, inner)
+    }
+
+    /// [`DpOptimizer::resume`] from the checkpoint's bytes (`path` names them in errors).
+    pub fn resume_from_bytes(
+        path: &Path,
+        bytes: &[u8],
+        journal: Option<&Path>,
+        model: M,
+        inner: O,
+    ) -> Result<Resumed<AB, M, O>> {
+        let [meta, model_bytes, optim_bytes, ema_bytes] = read_sections(path, bytes)?;
         let meta: Meta =
             serde_json::from_slice(meta).map_err(|e| fail(path, format!("metadata: {e}")))?;
         let expected = structure(&model);
@@ -239,29 +236,31 @@ impl<AB: AutodiffBackend, M: AutodiffModule<AB>, O: Optimizer<M, AB>> DpOptimize
             .map_err(|e| fail(path, format!("optimizer record: {e}")))?;
         let inner = inner.load_record(optim_record);
         let saved_count = meta.ledger.total_count();
-        let mut ledger = meta.ledger;
-        if let Some(journal_path) = journal.filter(|p| p.exists()) {
-            let text = std::fs::read(journal_path).map_err(|e| fail(journal_path, e))?;
-            let journal: Journal =
-                serde_json::from_slice(&text).map_err(|e| fail(journal_path, e))?;
-            if journal.relation != meta.relation || journal.accountant != meta.accountant {
-                return Err(fail(
-                    journal_path,
-                    "the journal belongs to another accountant",
-                ));
+        let ledger = match journal {
+            Some(journal_path) => {
+                let saved = JournalBody {
+                    format_version: JOURNAL_FORMAT_VERSION,
+                    run_id: meta.run_id.clone(),
+                    accountant: meta.accountant.clone(),
+                    relation: meta.relation,
+                    ledger: meta.ledger.clone(),
+                };
+                reconcile(journal_path, read_journal(journal_path)?, &saved)?
             }
-            if journal.ledger.total_count() > ledger.total_count() {
-                ledger = journal.ledger;
-            }
-        }
-        let lost_steps = ledger.total_count() - saved_count;
+            None => meta.ledger.clone(),
+        };
+        let lost_steps = ledger.total_count().saturating_sub(saved_count);
         let accountant = meta.accountant.restore(meta.relation, &ledger)?;
         let mut optimizer = DpOptimizer::new(&model, inner, meta.config, accountant)?;
         optimizer.steps = meta.steps + lost_steps;
-        // Replaying the saved noise is only safe if nothing happened after the checkpoint.
-        if let (Some(state), 0) = (&meta.noise, lost_steps) {
-            optimizer.noise = GaussianNoise::from_state(state);
-        }
+        optimizer.run_id = meta.run_id;
+        // A seeded stream is replayed only if nothing happened after the checkpoint; the kind
+        // of noise is always kept.
+        let noise = match (&meta.noise, lost_steps) {
+            (NoiseRecord::Seeded(_), 1..) => NoiseRecord::Os,
+            (record, _) => record.clone(),
+        };
+        optimizer.noise = GaussianNoise::from_record(&noise)?;
         if let Some(ema) = &mut optimizer.ema {
             if !ema_bytes.is_empty() {
                 let record =
@@ -275,28 +274,9 @@ impl<AB: AutodiffBackend, M: AutodiffModule<AB>, O: Optimizer<M, AB>> DpOptimize
             model,
             optimizer,
             sampler,
+            seeded: meta.seeded,
             lost_steps,
             extra: meta.extra,
         })
-    }
-
-    /// Rewrites the privacy journal at `path` after every charged step (atomically), so that
-    /// [`DpOptimizer::resume`] can recover budget spent after the last checkpoint.
-    pub fn with_journal(mut self, path: impl Into<PathBuf>) -> Self {
-        self.journal = Some(path.into());
-        self
-    }
-
-    pub(crate) fn write_journal(&self) -> Result<()> {
-        let Some(path) = &self.journal else {
-            return Ok(());
-        };
-        let journal = Journal {
-            accountant: self.accountant.config(),
-            relation: self.accountant.neighboring_relation(),
-            ledger: self.accountant.ledger().clone(),
-        };
-        let bytes = serde_json::to_vec(&journal).map_err(|e| fail(path, e))?;
-        write_atomically(path, &bytes)
     }
 }

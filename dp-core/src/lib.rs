@@ -13,6 +13,8 @@ mod per_example;
 pub mod rng;
 pub mod sampler;
 mod tape;
+#[cfg(feature = "test-hooks")]
+pub mod test_hooks;
 
 pub use error::{DpError, OffendingLayer, Result};
 pub mod clipping;
@@ -29,4 +31,6 @@ pub use optimizer::{Budget, DpOptimizer, DpSgdConfig, PrivateStep};
 pub use validate::validate_model;
 pub mod checkpoint;
 pub mod device;
+pub mod files;
+pub mod journal;
 pub mod loss;

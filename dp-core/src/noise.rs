@@ -3,6 +3,7 @@
 use crate::error::{DpError, Result};
 use crate::rng::{RngState, SecureRng};
 use rand_distr::{Distribution, StandardNormal};
+use serde::{Deserialize, Serialize};
 
 /// Where Gaussian noise comes from.
 ///
@@ -16,6 +17,18 @@ use rand_distr::{Distribution, StandardNormal};
 #[derive(Clone, Debug)]
 pub struct GaussianNoise {
     source: Source,
+}
+
+/// A noise source as a checkpoint records it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoiseRecord {
+    /// The fast sampler seeded from the operating system; its state is not recorded.
+    Os,
+    /// opendp's exact sampler (stateless).
+    Exact,
+    /// The fast sampler with an explicit seed, and where its stream stands.
+    Seeded(RngState),
 }
 
 #[derive(Clone, Debug)]
@@ -46,19 +59,38 @@ impl GaussianNoise {
         }
     }
 
-    /// Restores a fast sampler from a checkpointed state.
-    pub fn from_state(state: &RngState) -> Self {
-        Self {
-            source: Source::Fast(Box::new(SecureRng::from_state(state))),
+    /// Whether this is opendp's exact sampler.
+    pub fn is_exact(&self) -> bool {
+        matches!(self.source, Source::Exact)
+    }
+
+    /// Whether the noise is reproducible (an explicit seed).
+    pub fn is_seeded(&self) -> bool {
+        matches!(&self.source, Source::Fast(rng) if rng.is_seeded())
+    }
+
+    /// What a checkpoint may record of this source: its kind, and the generator state only
+    /// for a seeded source (see [`SecureRng`]'s privacy notes).
+    pub fn record(&self) -> NoiseRecord {
+        match &self.source {
+            Source::Exact => NoiseRecord::Exact,
+            Source::Fast(rng) => match rng.state() {
+                Some(state) => NoiseRecord::Seeded(state),
+                None => NoiseRecord::Os,
+            },
         }
     }
 
-    /// The generator state (None for the exact sampler, which keeps no state).
-    pub fn state(&self) -> Option<RngState> {
-        match &self.source {
-            Source::Fast(rng) => Some(rng.state()),
-            Source::Exact => None,
-        }
+    /// The source a resumed run continues with: the same kind; fresh operating-system entropy
+    /// unless the record is of a seeded source.
+    pub fn from_record(record: &NoiseRecord) -> Result<Self> {
+        Ok(match record {
+            NoiseRecord::Os => Self::from_os()?,
+            NoiseRecord::Exact => Self::exact(),
+            NoiseRecord::Seeded(state) => Self {
+                source: Source::Fast(Box::new(SecureRng::from_state(state))),
+            },
+        })
     }
 
     /// `count` independent draws from N(0, std²).
@@ -129,6 +161,27 @@ mod tests {
         let x = GaussianNoise::exact().sample(2000, 2.0).unwrap();
         let var = x.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / 2000.0;
         assert!((var - 4.0).abs() < 0.8, "{var}");
+    }
+
+    #[test]
+    fn records_keep_the_kind_and_only_a_seeded_state() {
+        let os = GaussianNoise::from_os().unwrap();
+        assert_eq!(os.record(), NoiseRecord::Os);
+        assert!(!os.is_seeded());
+        let exact = GaussianNoise::from_record(&GaussianNoise::exact().record()).unwrap();
+        assert!(exact.is_exact());
+        let mut seeded = GaussianNoise::seeded(3);
+        let _ = seeded.sample(5, 1.0).unwrap();
+        let mut restored = GaussianNoise::from_record(&seeded.record()).unwrap();
+        assert!(restored.is_seeded());
+        assert_eq!(
+            seeded.sample(4, 1.0).unwrap(),
+            restored.sample(4, 1.0).unwrap()
+        );
+        // An OS-seeded source resumes with fresh entropy.
+        let mut a = GaussianNoise::from_record(&NoiseRecord::Os).unwrap();
+        let mut b = GaussianNoise::from_record(&NoiseRecord::Os).unwrap();
+        assert_ne!(a.sample(4, 1.0).unwrap(), b.sample(4, 1.0).unwrap());
     }
 
     #[test]

@@ -141,6 +141,8 @@ pub struct DpOptimizer<AB: AutodiffBackend, M: AutodiffModule<AB>, O: Optimizer<
     pub(crate) ema: Option<Ema<AB::InnerBackend, M::InnerModule>>,
     pub(crate) steps: u64,
     pub(crate) journal: Option<std::path::PathBuf>,
+    /// Identifies the run in its checkpoints and journal (random, reveals nothing).
+    pub(crate) run_id: String,
     _marker: PhantomData<(AB, M)>,
 }
 
@@ -165,6 +167,7 @@ impl<AB: AutodiffBackend, M: AutodiffModule<AB>, O: Optimizer<M, AB>> DpOptimize
             ema,
             steps: 0,
             journal: None,
+            run_id: crate::rng::random_id()?,
             _marker: PhantomData,
         })
     }
@@ -173,6 +176,11 @@ impl<AB: AutodiffBackend, M: AutodiffModule<AB>, O: Optimizer<M, AB>> DpOptimize
     pub fn with_noise(mut self, noise: GaussianNoise) -> Self {
         self.noise = noise;
         self
+    }
+
+    /// The noise source.
+    pub fn noise(&self) -> &GaussianNoise {
+        &self.noise
     }
 
     /// The configuration.
@@ -208,13 +216,19 @@ impl<AB: AutodiffBackend, M: AutodiffModule<AB>, O: Optimizer<M, AB>> DpOptimize
         }
     }
 
-    /// Starts a logical step on `batch`: checks the budget, then charges the accountant.
-    /// Nothing is charged if this fails.
+    /// The run's identifier, recorded in its checkpoints and journal.
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    /// Starts a logical step on `batch`: checks the budget, writes the journal with the step
+    /// included (see [`crate::journal`]), then charges the accountant. Nothing is charged if
+    /// this fails.
     pub fn begin_step(&mut self, batch: &SampledBatch) -> Result<PrivateStep<AB>> {
         let event = batch.sampling().event(self.config.noise_multiplier);
+        let mut after = self.accountant.box_clone();
+        after.compose(&event)?;
         if let Some(budget) = self.config.budget {
-            let mut after = self.accountant.box_clone();
-            after.compose(&event)?;
             let would_spend = after.epsilon(budget.delta)?;
             if would_spend > budget.epsilon {
                 return Err(DpError::BudgetExceeded {
@@ -225,10 +239,12 @@ impl<AB: AutodiffBackend, M: AutodiffModule<AB>, O: Optimizer<M, AB>> DpOptimize
                 });
             }
         }
-        self.accountant.compose(&event)?;
+        self.write_journal(after.as_ref())?;
+        self.accountant = after;
         let step = self.steps;
         self.steps += 1;
-        self.write_journal()?;
+        #[cfg(feature = "test-hooks")]
+        crate::test_hooks::record_charge(step);
         Ok(PrivateStep {
             step,
             sampling: batch.sampling(),

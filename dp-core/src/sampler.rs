@@ -93,12 +93,24 @@ impl SampledBatch {
 }
 
 /// The checkpointable state of a sampler.
+///
+/// # Privacy
+/// The generator's state is recorded only for a seeded sampler: for one seeded from the
+/// operating system it is `None`, and [`PoissonSampler::from_state`] then draws fresh entropy,
+/// so no file reveals which examples formed which batch.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SamplerState {
     /// The sampling it performs.
     pub sampling: Sampling,
-    /// Its generator.
-    pub rng: RngState,
+    /// Its generator, if it was seeded explicitly.
+    pub rng: Option<RngState>,
+}
+
+fn restored_rng(state: &SamplerState) -> Result<SecureRng> {
+    match &state.rng {
+        Some(rng) => Ok(SecureRng::from_state(rng)),
+        None => SecureRng::from_os(),
+    }
 }
 
 /// Draws logical batches.
@@ -135,17 +147,14 @@ impl PoissonSampler {
         Self::with_rng(dataset_size, sampling_rate, SecureRng::seeded(seed))
     }
 
-    /// Restores a sampler from a checkpoint.
+    /// Restores a sampler from a checkpoint: the same stream if it was seeded, fresh
+    /// operating-system entropy otherwise.
     pub fn from_state(state: &SamplerState) -> Result<Self> {
         match state.sampling {
             Sampling::Poisson {
                 sampling_rate,
                 dataset_size,
-            } => Self::with_rng(
-                dataset_size,
-                sampling_rate,
-                SecureRng::from_state(&state.rng),
-            ),
+            } => Self::with_rng(dataset_size, sampling_rate, restored_rng(state)?),
             other => Err(DpError::invalid(
                 "sampler_state",
                 "sampling",
@@ -229,13 +238,14 @@ impl FixedSizeSampler {
         Self::with_rng(dataset_size, batch_size, SecureRng::seeded(seed))
     }
 
-    /// Restores a sampler from a checkpoint.
+    /// Restores a sampler from a checkpoint: the same stream if it was seeded, fresh
+    /// operating-system entropy otherwise.
     pub fn from_state(state: &SamplerState) -> Result<Self> {
         match state.sampling {
             Sampling::FixedSize {
                 batch_size,
                 dataset_size,
-            } => Self::with_rng(dataset_size, batch_size, SecureRng::from_state(&state.rng)),
+            } => Self::with_rng(dataset_size, batch_size, restored_rng(state)?),
             other => Err(DpError::invalid(
                 "sampler_state",
                 "sampling",
@@ -345,6 +355,17 @@ mod tests {
         let _ = a.next_batch();
         let mut b = PoissonSampler::from_state(&a.state()).unwrap();
         assert_eq!(a.next_batch(), b.next_batch());
+    }
+
+    #[test]
+    fn os_seeded_samplers_record_no_state_and_resume_afresh() {
+        let a = PoissonSampler::new(1000, 0.5).unwrap();
+        let state = a.state();
+        assert_eq!(state.rng, None);
+        let mut b = PoissonSampler::from_state(&state).unwrap();
+        let mut c = PoissonSampler::from_state(&state).unwrap();
+        // Two batches of 1000 fair coins agree by chance with probability 2^-1000.
+        assert_ne!(b.next_batch(), c.next_batch());
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! needs no special plumbing to be trained privately.
 
 use crate::per_example::LayerData;
-use burn::module::ParamId;
+use burn::module::{Param, ParamId};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::Tensor;
 use std::any::Any;
@@ -36,6 +36,21 @@ pub(crate) fn with_tape<B: Backend, R>(f: impl FnOnce(&mut dyn Tape<B>) -> R) ->
         let tape = slot.as_mut()?.downcast_mut::<Box<dyn Tape<B>>>()?;
         Some(f(tape.as_mut()))
     })
+}
+
+/// The value of a DP-aware layer's parameter for the layer's own use: detached from the
+/// autodiff graph while a private forward records it (its gradient comes from the probe), so
+/// that any gradient the backward pass still gives the parameter comes from a use outside its
+/// layer (weight tying, a penalty in the loss), which the fast path then refuses.
+///
+/// Call it outside [`with_tape`] closures (the tape is borrowed there).
+pub(crate) fn layer_value<B: Backend, const D: usize>(param: &Param<Tensor<B, D>>) -> Tensor<B, D> {
+    let taped = with_tape::<B, _>(|tape| tape.is_trainable(param.id)).unwrap_or(false);
+    if taped {
+        param.val().detach()
+    } else {
+        param.val()
+    }
 }
 
 /// One layer's entry: its data on the inner backend, and the probe on its output.

@@ -68,6 +68,10 @@ pub struct Summary {
     pub clip_norm: f64,
     /// K.
     pub augmult: usize,
+    /// Whether the run was seeded with `--seed` (its noise is then reproducible by anyone who
+    /// knows the seed: not a private release).
+    #[serde(default)]
+    pub seeded: bool,
     /// Wall-clock seconds of training (evaluations included).
     pub wall_s: f64,
     /// Mean wall-clock seconds per epoch (evaluations included).
@@ -78,9 +82,12 @@ pub struct Summary {
     pub preset_full_run_epsilon: f64,
 }
 
-/// Appends one line to `path`.
+/// The header line of `train_loss.csv`.
+pub const LOSS_HEADER: &str = "step,loss";
+
+/// Appends one line to `path` (created with mode 0600).
 pub fn append_line(path: &Path, line: &str) -> Result<()> {
-    let mut file = std::fs::OpenOptions::new()
+    let mut file = dp_core::files::private_options()
         .create(true)
         .append(true)
         .open(path)
@@ -130,12 +137,15 @@ pub fn read_losses(dir: &Path) -> Result<Vec<(u64, f64)>> {
         .collect()
 }
 
-/// Writes `summary.json` in `dir`.
+/// Writes `summary.json` in `dir` (atomically, mode 0600): the mark of a finished run.
 pub fn write_summary(dir: &Path, summary: &Summary) -> Result<()> {
     let path = dir.join("summary.json");
     let text =
         serde_json::to_string_pretty(summary).map_err(|e| TrainError::Usage(e.to_string()))?;
-    std::fs::write(&path, text + "\n").map_err(|e| TrainError::io(&path, e))
+    Ok(dp_core::files::write_atomically(
+        &path,
+        (text + "\n").as_bytes(),
+    )?)
 }
 
 pub use plots::{accuracy_series, line_plot, write_plots, Series};
@@ -169,6 +179,10 @@ mod plots {
             }
             false
         })
+    }
+
+    fn private(path: &Path) -> Result<()> {
+        dp_core::files::make_private(path).map_err(|e| TrainError::io(path, e))
     }
 
     fn fail(path: &Path, e: impl std::fmt::Display) -> TrainError {
@@ -297,6 +311,7 @@ mod plots {
                 "test accuracy (%)",
                 &series,
             )?;
+            private(&path)?;
             written.push(path);
         }
         if !losses.is_empty() {
@@ -313,6 +328,7 @@ mod plots {
                 "mean training loss",
                 &series,
             )?;
+            private(&path)?;
             written.push(path);
         }
         Ok(written)

@@ -4,7 +4,7 @@
 //! run directory.
 
 mod common;
-use common::{finished, fmnist_data, options};
+use common::{cli_epsilon, finished, fmnist_data, options};
 
 use dp_accountant::{AccountantKind, DpEvent, PrivacyAccountant, RdpAccountant};
 use examples::data::{write_synthetic_cifar10, write_synthetic_fashion_mnist};
@@ -163,31 +163,6 @@ fn dp_train(args: &[&str]) -> Output {
         .unwrap()
 }
 
-/// The `dp-accountant` binary of this workspace (built on demand).
-fn dp_accountant() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let path = dir.join(format!("dp-accountant{}", std::env::consts::EXE_SUFFIX));
-    if !path.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let profile_release = dir.ends_with("release");
-        let mut build = Command::new(cargo);
-        build.args([
-            "build",
-            "-q",
-            "-p",
-            "dp-accountant",
-            "--bin",
-            "dp-accountant",
-        ]);
-        if profile_release {
-            build.arg("--release");
-        }
-        assert!(build.status().unwrap().success());
-    }
-    path
-}
-
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).to_string()
 }
@@ -226,26 +201,7 @@ fn reported_epsilon_matches_the_cli(accountant: &str) -> Summary {
         "calibrated to the target by {accountant}: {}",
         summary.epsilon
     );
-    let cli = Command::new(dp_accountant())
-        .args([
-            "epsilon",
-            "--sampling-rate",
-            &summary.sampling_rate.to_string(),
-            "--noise-multiplier",
-            &summary.noise_multiplier.to_string(),
-            "--steps",
-            &summary.steps.to_string(),
-            "--delta",
-            &summary.delta.to_string(),
-            "--accountant",
-            accountant,
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    assert!(cli.status.success(), "{}", stderr(&cli));
-    let cli: serde_json::Value = serde_json::from_slice(&cli.stdout).unwrap();
-    assert_eq!(cli["epsilon"].as_f64().unwrap(), summary.epsilon);
+    assert_eq!(cli_epsilon(&summary, accountant), summary.epsilon);
     summary
 }
 

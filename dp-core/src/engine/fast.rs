@@ -1,5 +1,6 @@
 //! The one-backward per-example path (see [`crate::tape`] and [`crate::per_example`]).
 
+use super::checks::{check_coverage, check_rows, check_untaped};
 use super::{norms_of, ClippedSum};
 use crate::clipping::ClipSpec;
 use crate::error::{DpError, Result};
@@ -20,9 +21,9 @@ pub(super) fn clip_and_sum<AB: AutodiffBackend, M: AutodiffModule<AB>>(
     params: &[ParamInfo],
 ) -> Result<ClippedSum<AB::InnerBackend>> {
     let trainable: HashSet<ParamId> = params.iter().map(|p| p.id).collect();
-    // Parameters need no gradient of their own: the probes carry everything.
-    let frozen = model.clone().no_grad();
-    let (loss, records) = tape::record::<AB, _>(trainable.clone(), || losses(&frozen, 0..rows));
+    // The layers use their trainable parameters detached while recording: the probes carry
+    // their gradients, and any gradient a parameter still gets comes from elsewhere.
+    let (loss, records) = tape::record::<AB, _>(trainable.clone(), || losses(model, 0..rows));
     if loss.dims() != [rows] {
         return Err(DpError::Shape(format!(
             "the loss has shape {:?}, expected [{rows}] (one per row)",
@@ -30,22 +31,30 @@ pub(super) fn clip_and_sum<AB: AutodiffBackend, M: AutodiffModule<AB>>(
         )));
     }
     check_coverage(&records, params)?;
+    check_rows(&records, params, rows)?;
     let mut grads = loss.sum().backward();
-    // Layer by layer: take the layer's output gradient out of the gradient store, form its
-    // per-example norms, keep only what its clipped sum will need.
-    let mut prepared = Vec::with_capacity(records.len());
-    let mut squared = Vec::with_capacity(records.len());
-    for record in records {
-        let g = record
-            .probe
-            .grad_remove(&mut grads)
-            .unwrap_or_else(|| Tensor::zeros(record.probe.dims(), &record.probe.device()));
-        let mut layer = record.data.prepare(g, views)?;
+    // The output gradient of every layer, taken out of the gradient store.
+    let outputs: Vec<_> = records
+        .into_iter()
+        .map(|record| {
+            let g = record
+                .probe
+                .grad_remove(&mut grads)
+                .unwrap_or_else(|| Tensor::zeros(record.probe.dims(), &record.probe.device()));
+            (record.data, g)
+        })
+        .collect();
+    check_untaped(model, &grads, params, &trainable)?;
+    drop(grads);
+    // Layer by layer: form the per-example norms, keep only what the clipped sum will need.
+    let mut prepared = Vec::with_capacity(outputs.len());
+    let mut squared = Vec::with_capacity(outputs.len());
+    for (data, g) in outputs {
+        let mut layer = data.prepare(g, views)?;
         squared.push(layer.squared_norms()?);
         layer.compact()?;
         prepared.push(layer);
     }
-    drop(grads);
     if squared.is_empty() {
         // Nothing trainable: every example's gradient is zero.
         return Ok(ClippedSum {
@@ -68,36 +77,4 @@ pub(super) fn clip_and_sum<AB: AutodiffBackend, M: AutodiffModule<AB>>(
         }
     }
     Ok(out)
-}
-
-/// Every trainable parameter must be recorded exactly once: a parameter outside the DP-aware
-/// layers would get no gradient, and a layer applied twice (weight sharing) would have its
-/// per-example norm computed per use instead of for the summed gradient.
-fn check_coverage<AB: AutodiffBackend>(
-    records: &[tape::Record<AB>],
-    params: &[ParamInfo],
-) -> Result<()> {
-    let mut seen: HashMap<ParamId, usize> = HashMap::new();
-    for record in records {
-        for id in record.data.param_ids() {
-            *seen.entry(id).or_default() += 1;
-        }
-    }
-    let uncovered: Vec<String> = params
-        .iter()
-        .filter(|p| !seen.contains_key(&p.id))
-        .map(|p| p.path.clone())
-        .collect();
-    if !uncovered.is_empty() {
-        return Err(DpError::UncoveredParameters(uncovered));
-    }
-    let shared: Vec<String> = params
-        .iter()
-        .filter(|p| seen.get(&p.id).copied().unwrap_or(0) > 1)
-        .map(|p| format!("{} (used more than once in the forward pass)", p.path))
-        .collect();
-    if !shared.is_empty() {
-        return Err(DpError::UncoveredParameters(shared));
-    }
-    Ok(())
 }

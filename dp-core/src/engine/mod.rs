@@ -2,6 +2,7 @@
 //! oracle, behind one interface.
 
 mod batch_of_one;
+mod checks;
 mod fast;
 
 use crate::clipping::ClipSpec;
@@ -21,6 +22,28 @@ use std::ops::Range;
 pub enum PerExampleEngine {
     /// One backward pass through probes on the DP-aware layers ([`crate::layers`]); every
     /// trainable parameter must belong to such a layer.
+    ///
+    /// # Privacy
+    /// The per-example gradients are formed from each layer's recorded input and output
+    /// gradient, so they are example i's gradient only if row i of every DP-aware layer
+    /// depends on example i alone (rows = examples × augmult views). Checked before any norm
+    /// is computed, each an error rather than a mis-clip:
+    /// - every trainable parameter is recorded by exactly one layer call
+    ///   ([`crate::DpError::UncoveredParameters`]);
+    /// - every recorded layer's input and output lead with the micro-batch's rows
+    ///   ([`crate::DpError::Shape`], naming the layer and its shape): a sequence-first
+    ///   `[T, N, …]`, a flattened `[N·T, …]` or a shared `[1, …]` input is refused;
+    /// - no trainable parameter gets gradient from outside its layer (weight tying with
+    ///   another module, a penalty on the parameter in the loss): the layers use their
+    ///   parameters detached while recording, so such a gradient shows up as a parameter
+    ///   gradient after the backward pass, at the cost of one look-up per parameter
+    ///   ([`crate::DpError::UncoveredParameters`]).
+    ///
+    /// Not detectable from shapes, and not covered: a layout whose leading dimension equals
+    /// the rows by coincidence (sequence-first with T = N rows, a batch transposed or permuted
+    /// before a layer), and operations that mix rows (BatchNorm, attention across the batch;
+    /// [`crate::validate_model`] finds the known layers). Check a new model once against
+    /// [`PerExampleEngine::BatchOfOne`], which makes none of these assumptions.
     #[default]
     Fast,
     /// One forward and backward pass per example: works for any burn module, slowly. The
@@ -119,6 +142,21 @@ where
         });
     }
     Ok(out)
+}
+
+/// Examples per im2col chunk of a convolution whose per-example gradients are formed
+/// explicitly, for `examples` examples of `views` views, `positions` output positions, fan-in
+/// `fan_in` per group and `groups` groups: exposed so that tests can make sure they take
+/// several chunks. Not a stable interface.
+#[doc(hidden)]
+pub fn conv_chunk_examples(
+    examples: usize,
+    views: usize,
+    positions: usize,
+    fan_in: usize,
+    groups: usize,
+) -> usize {
+    crate::per_example::chunk_examples(examples, views, positions, fan_in, groups)
 }
 
 /// Reads a `[E]` tensor of squared norms as norms.

@@ -1,9 +1,9 @@
 //! A 2-D convolution that records per-example gradient data in a private forward.
 
 use crate::error::{DpError, Result};
-use crate::per_example::im2col::{im2col, ConvGeometry};
+use crate::per_example::im2col::{im2col, is_tracked, ConvGeometry};
 use crate::per_example::LayerData;
-use crate::tape::with_tape;
+use crate::tape::{layer_value, with_tape};
 use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::module::conv2d;
@@ -199,8 +199,8 @@ impl<B: Backend> Conv2d<B> {
         let geo = self.geometry();
         let (y, cols) = conv_keeping_cols(
             x.clone(),
-            self.weight.val(),
-            self.bias.as_ref().map(|b| b.val()),
+            layer_value(&self.weight),
+            self.bias.as_ref().map(layer_value),
             &geo,
         );
         let weight = self.weight.id;
@@ -245,7 +245,7 @@ fn conv_keeping_cols<B: Backend>(
     b: Option<Tensor<B, 1>>,
     geo: &ConvGeometry,
 ) -> (Tensor<B, 4>, Option<Tensor<B, 3>>) {
-    if geo.groups == 1 && x.dims()[1] <= IM2COL_MAX_IN_CHANNELS && !x.is_require_grad() {
+    if geo.groups == 1 && x.dims()[1] <= IM2COL_MAX_IN_CHANNELS && !is_tracked(&x) {
         let [_, _, h, width] = x.dims();
         let cols = im2col(x, geo);
         let y = conv_from_cols(cols.clone(), w, b, geo.output_size([h, width]));

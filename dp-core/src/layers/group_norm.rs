@@ -2,7 +2,7 @@
 
 use crate::error::{DpError, Result};
 use crate::per_example::LayerData;
-use crate::tape::with_tape;
+use crate::tape::{layer_value, with_tape};
 use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
@@ -112,8 +112,8 @@ impl<B: Backend> GroupNorm<B> {
         // that fast, but a [1, C, 1] tensor over a middle axis element by element.
         let s = normalized.dims()[2];
         let per_row = |v: Tensor<B, 1>| v.reshape([1, c]).repeat_dim(0, n).reshape([n * c, 1]);
-        let y = (normalized.clone().reshape([n * c, s]) * per_row(gamma.val())
-            + per_row(beta.val()))
+        let y = (normalized.clone().reshape([n * c, s]) * per_row(layer_value(gamma))
+            + per_row(layer_value(beta)))
         .reshape([n, c, s]);
         let probed = with_tape::<B, _>(|tape| {
             let scale = Some(gamma.id).filter(|id| tape.is_trainable(*id));

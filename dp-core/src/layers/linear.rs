@@ -2,7 +2,7 @@
 
 use crate::error::{DpError, Result};
 use crate::per_example::LayerData;
-use crate::tape::with_tape;
+use crate::tape::{layer_value, with_tape};
 use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::module::linear;
@@ -69,6 +69,15 @@ impl LinearConfig {
 ///
 /// Inputs of rank 2 (`[N, d]`) or higher (`[N, ..., d]`, e.g. sequences) are supported; the
 /// per-example gradient sums over the middle dimensions.
+///
+/// # Privacy
+/// For the fast per-example path ([`crate::PerExampleEngine::Fast`]) the leading dimension
+/// must be the micro-batch's rows: a sequence-first `[T, N, d]`, a flattened `[N·T, d]` or a
+/// shared `[1, d]` input is refused with an error, except where its leading dimension equals
+/// the rows by coincidence (e.g. T = N), which shapes cannot reveal. The weight and bias must
+/// be used only through this layer, once per forward pass: a second use (weight tying, a
+/// penalty on the weight in the loss) is refused too; use weight decay of the inner optimizer
+/// instead of a penalty.
 #[derive(Module, Debug)]
 pub struct Linear<B: Backend> {
     /// `[d_input, d_output]`.
@@ -82,8 +91,8 @@ impl<B: Backend> Linear<B> {
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         let y = linear(
             x.clone(),
-            self.weight.val(),
-            self.bias.as_ref().map(|b| b.val()),
+            layer_value(&self.weight),
+            self.bias.as_ref().map(layer_value),
         );
         let dims = y.dims();
         let probed = with_tape::<B, _>(|tape| {
@@ -97,6 +106,7 @@ impl<B: Backend> Linear<B> {
                 return None;
             }
             let n = dims[0];
+            let shape = x.dims().to_vec();
             let input = x.reshape([n as i64, -1, self.weight.dims()[0] as i64]);
             let output = y.clone().reshape([n as i64, -1, dims[D - 1] as i64]);
             Some(tape.probe(
@@ -105,6 +115,7 @@ impl<B: Backend> Linear<B> {
                     weight,
                     bias,
                     input,
+                    shape,
                 },
             ))
         });

@@ -1,5 +1,13 @@
 //! DP-aware layers: plain burn modules that, inside a private forward, record what the
 //! one-backward per-example gradient computation needs.
+//!
+//! # Privacy
+//! Inside a private forward each layer reads its input's leading dimension as the micro-batch
+//! rows, and uses its trainable parameters detached from the autodiff graph (their gradients
+//! come from the layer's recorded output gradient). The fast path refuses a step where a
+//! layer's leading dimension is not the rows, or where a parameter still gets a gradient,
+//! i.e. is also used outside its layer (weight tying, a penalty term in the loss): see
+//! [`crate::PerExampleEngine::Fast`].
 
 mod conv2d;
 mod group_norm;

@@ -1,7 +1,7 @@
 //! A learnable scalar gain (SkipInit, De & Smith 2020).
 
 use crate::per_example::LayerData;
-use crate::tape::with_tape;
+use crate::tape::{layer_value, with_tape};
 use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
@@ -25,7 +25,7 @@ impl<B: Backend> ScalarGain<B> {
     /// Scales `x`.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         let dims = x.dims();
-        let y = x.clone() * self.gain.val().reshape([1; D]);
+        let y = x.clone() * layer_value(&self.gain).reshape([1; D]);
         let probed = with_tape::<B, _>(|tape| {
             if !tape.is_trainable(self.gain.id) {
                 return None;

@@ -4,6 +4,7 @@ use super::conv2d::{conv, record_conv, Conv2dConfig};
 use crate::error::{DpError, Result};
 use crate::per_example::im2col::ConvGeometry;
 use crate::per_example::{ws_keeps_output, LayerData, WsIds, WsValues};
+use crate::tape::layer_value;
 use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor};
@@ -122,7 +123,11 @@ impl<B: Backend> WsConv2d<B> {
 
     /// The standardized weight w'.
     pub fn standardized_weight(&self) -> Tensor<B, 4> {
-        let w = self.weight.val();
+        self.standardize(self.weight.val(), self.gain.val())
+    }
+
+    /// w' of raw weight `w` and gain `gain`.
+    fn standardize(&self, w: Tensor<B, 4>, gain: Tensor<B, 1>) -> Tensor<B, 4> {
         let dims = w.dims();
         let flat = w.reshape([dims[0] as i64, -1]);
         let centered = flat.clone() - flat.mean_dim(1);
@@ -133,18 +138,14 @@ impl<B: Backend> WsConv2d<B> {
             .add_scalar(self.eps)
             .sqrt()
             .recip();
-        (centered * inv_scale * self.gain.val().reshape([dims[0], 1])).reshape(dims)
+        (centered * inv_scale * gain.reshape([dims[0], 1])).reshape(dims)
     }
 
     /// Applies the layer; in a private forward, also records what per-example gradients need.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let geo = self.geometry();
-        let y = conv(
-            x.clone(),
-            self.standardized_weight(),
-            self.bias.as_ref().map(|b| b.val()),
-            &geo,
-        );
+        let weight = self.standardize(layer_value(&self.weight), layer_value(&self.gain));
+        let y = conv(x.clone(), weight, self.bias.as_ref().map(layer_value), &geo);
         let ids = (
             self.weight.id,
             self.gain.id,

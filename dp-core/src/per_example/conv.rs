@@ -11,6 +11,19 @@ use burn::tensor::Tensor;
 /// formed explicitly (im2col is done in chunks of examples below this size).
 const CHUNK_VALUES: usize = 1 << 20;
 
+/// Examples per chunk when a convolution's per-example gradients are formed explicitly:
+/// `examples` examples of `views` views, `positions` output positions and `d` inputs per
+/// group, `groups` groups. At least 1, at most `examples`.
+pub(crate) fn chunk_examples(
+    examples: usize,
+    views: usize,
+    positions: usize,
+    d: usize,
+    groups: usize,
+) -> usize {
+    (CHUNK_VALUES / (views * positions * d * groups).max(1)).clamp(1, examples.max(1))
+}
+
 /// Probe layout `[N, C_out, T]` → `[E, G, o, K·T]` (views of an example side by side).
 pub(super) fn channel_rows<B: Backend>(
     t: Tensor<B, 3>,
@@ -68,7 +81,7 @@ pub(super) fn conv_dense<B: Backend>(
         let rebuild = Box::new(move || rows(im2col(input.clone(), &geometry), e));
         return Ok(Dense::rebuildable(a, g, rebuild));
     }
-    let chunk = (CHUNK_VALUES / (views * t * d * groups).max(1)).clamp(1, e);
+    let chunk = chunk_examples(e, views, t, d, groups);
     let mut parts = Vec::with_capacity(e.div_ceil(chunk));
     let mut start = 0;
     while start < e {

@@ -90,13 +90,29 @@ fn gather_indices(geo: &ConvGeometry, [c, h, w]: [usize; 3]) -> Arc<Vec<i64>> {
     indices
 }
 
+/// Whether `x` takes part in an autodiff graph: a leaf that requires grad, or computed from
+/// one. burn's `is_require_grad` answers only the first (a layer input computed by earlier
+/// layers says `false`), so on flex's autodiff the node's requirement is read directly. On
+/// other backends this is `is_require_grad`: their im2col is a differentiable gather, so the
+/// answer only picks a route there, it never cuts the graph.
+pub(crate) fn is_tracked<B: Backend, const D: usize>(x: &Tensor<B, D>) -> bool {
+    if x.is_require_grad() {
+        return true;
+    }
+    if is::<B, FlexAutodiff>() {
+        let x: Tensor<FlexAutodiff, D> = cast(x.clone());
+        return !primitive(x).node.requirement.is_none();
+    }
+    false
+}
+
 /// `[N, C, H, W]` → `[N, Ho·Wo, C·kh·kw]`, features ordered (channel, row, column) like the
 /// flattened weight `[C_out, C_in/groups, kh, kw]`.
 ///
-/// On burn's CPU backend, for an input that needs no gradient, a direct copy loop (several
-/// times faster than burn's gather there); otherwise one gather.
+/// On burn's CPU backend, for an input outside the autodiff graph (see [`is_tracked`]), a
+/// direct copy loop (several times faster than burn's gather there); otherwise one gather.
 pub(crate) fn im2col<B: Backend>(x: Tensor<B, 4>, geo: &ConvGeometry) -> Tensor<B, 3> {
-    if !x.is_require_grad() {
+    if !is_tracked(&x) {
         if is::<B, Flex>() {
             let x: Tensor<Flex, 4> = cast(x);
             return cast(im2col_flex(x, geo));

@@ -7,6 +7,7 @@
 
 mod conv;
 mod dense;
+mod describe;
 pub(crate) mod im2col;
 mod standardized;
 
@@ -14,6 +15,7 @@ use crate::error::{DpError, Result};
 use burn::module::ParamId;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Tensor};
+pub(crate) use conv::chunk_examples;
 use conv::{channel_rows, channels_first, conv_dense};
 use dense::Dense;
 use im2col::ConvGeometry;
@@ -42,11 +44,13 @@ pub(crate) type ParamGrads<B> = Vec<(ParamId, FlatGrad<B>)>;
 /// What a DP-aware layer leaves on the tape. `None` ids are frozen parameters.
 #[derive(Clone, Debug)]
 pub(crate) enum LayerData<B: Backend> {
-    /// y = x·W + b; input `[N, T, d_in]`, probe `[N, T, d_out]`.
+    /// y = x·W + b; input `[N, T, d_in]`, probe `[N, T, d_out]`; `shape` is the input's
+    /// shape as the layer got it (for error messages).
     Linear {
         weight: Option<ParamId>,
         bias: Option<ParamId>,
         input: Tensor<B, 3>,
+        shape: Vec<usize>,
     },
     /// 2-D convolution; input `[N, C, H, W]`, probe `[N, C_out, Ho·Wo]`.
     Conv {
@@ -103,10 +107,12 @@ impl<AB: AutodiffBackend> LayerData<AB> {
                 weight,
                 bias,
                 input,
+                shape,
             } => LayerData::Linear {
                 weight,
                 bias,
                 input: input.inner(),
+                shape,
             },
             Self::Conv {
                 weight,
@@ -216,6 +222,7 @@ impl<B: Backend> LayerData<B> {
                 weight,
                 bias,
                 input,
+                ..
             } => {
                 let [n, t, d_in] = input.dims();
                 let d_out = g.dims()[2];

@@ -85,7 +85,7 @@ fn run<B: AutodiffBackend>(
     args: &Args,
     device: B::Device,
     device_name: &str,
-) -> Result<(), String> {
+) -> Result<String, String> {
     let e = |err: dp_models::ModelError| err.to_string();
     let result = match args.model {
         ModelArg::FmnistCnn => {
@@ -112,7 +112,7 @@ fn time<B: AutodiffBackend, M: BenchModel<B>>(
     shape: [usize; 3],
     device: B::Device,
     device_name: &str,
-) -> dp_core::Result<()> {
+) -> dp_core::Result<String> {
     let batch = Batch::<B>::random(args.batch, shape, 10, &device);
     let mut nonprivate_optim = SgdConfig::new().init::<B, M>();
     let mut private_optim = bench::private_optimizer(&model, PerExampleEngine::Fast)?;
@@ -172,12 +172,11 @@ fn time<B: AutodiffBackend, M: BenchModel<B>>(
     if args.mode != Mode::Both {
         out["peak_rss_mib"] = json!(examples::rss::peak_rss_mib());
     }
-    if args.json {
-        println!("{out}");
+    Ok(if args.json {
+        out.to_string()
     } else {
-        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
-    }
-    Ok(())
+        serde_json::to_string_pretty(&out).unwrap_or_default()
+    })
 }
 
 fn main() -> std::process::ExitCode {
@@ -202,7 +201,7 @@ fn main() -> std::process::ExitCode {
         DeviceArg::Cuda => cuda(&args),
     };
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(text) => dp_accountant::cli::print_stdout(&text),
         Err(e) => {
             eprintln!("error: {e}");
             std::process::ExitCode::from(2)
@@ -211,7 +210,7 @@ fn main() -> std::process::ExitCode {
 }
 
 #[cfg(feature = "cuda")]
-fn cuda(args: &Args) -> Result<(), String> {
+fn cuda(args: &Args) -> Result<String, String> {
     dp_core::device::check_cuda(0).map_err(|e| e.to_string())?;
     run::<burn::backend::Autodiff<burn::backend::Cuda>>(
         args,
@@ -221,6 +220,7 @@ fn cuda(args: &Args) -> Result<(), String> {
 }
 
 #[cfg(not(feature = "cuda"))]
-fn cuda(_: &Args) -> Result<(), String> {
-    dp_core::device::check_cuda(0).map_err(|e| e.to_string())
+fn cuda(_: &Args) -> Result<String, String> {
+    dp_core::device::check_cuda(0).map_err(|e| e.to_string())?;
+    Err("--device cuda needs a build with --features cuda".into())
 }

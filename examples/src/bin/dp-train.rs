@@ -6,10 +6,14 @@
 //! cargo run --release -p examples --bin dp-train -- --list-presets
 //! ```
 //!
-//! Exit codes: 0 on success, 2 on bad input (one line on stderr), 1 on other failures.
+//! Exit codes: 0 on success, 2 on bad input (one line on stderr: a flag, a missing or
+//! malformed data, checkpoint or journal file, a run directory that cannot be used, a missing
+//! device), 1 on other failures.
 
 use clap::Parser;
 use dp_accountant::AccountantKind;
+use dp_core::DpError;
+use dp_models::ModelError;
 use examples::error::TrainError;
 use examples::presets::{preset, presets};
 use examples::train::{
@@ -179,7 +183,8 @@ fn run(args: Args) -> Result<String, TrainError> {
         resume: args.resume,
         device: args.device,
         progress: !args.no_progress && !args.json,
-        verbose: !args.json,
+        // Evaluation lines go to stderr, so they never mix with --json's stdout.
+        verbose: true,
         pause_after: args.pause_after,
     };
     let summary = match train(config, &options)? {
@@ -235,10 +240,7 @@ fn main() -> ExitCode {
         Err(code) => return code,
     };
     match run(args) {
-        Ok(text) => {
-            println!("{text}");
-            ExitCode::SUCCESS
-        }
+        Ok(text) => dp_accountant::cli::print_stdout(&text),
         Err(e) => {
             eprintln!("error: {e}");
             match e {
@@ -247,7 +249,11 @@ fn main() -> ExitCode {
                 | TrainError::Malformed { .. }
                 | TrainError::RunDirectory(_)
                 | TrainError::Io { .. }
-                | TrainError::Accountant(_) => ExitCode::from(2),
+                | TrainError::Accountant(_)
+                | TrainError::Dp(DpError::Checkpoint { .. })
+                | TrainError::Dp(DpError::DeviceUnavailable(_))
+                | TrainError::Model(ModelError::Checkpoint { .. })
+                | TrainError::Model(ModelError::Mismatch { .. }) => ExitCode::from(2),
                 _ => ExitCode::from(1),
             }
         }

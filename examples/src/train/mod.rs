@@ -1,12 +1,23 @@
-//! Private training end to end: settings, the loop, evaluation, checkpoints and reports.
+//! Private training end to end: settings, checks before anything is charged, the loop,
+//! evaluation, checkpoints and reports.
 
 mod classifier;
 mod config;
+mod eval;
+mod fit;
+mod preflight;
+mod progress;
+mod record;
 mod run;
+mod run_dir;
+mod session;
 
 pub use classifier::Classifier;
 pub use config::{Finetune, Length, NfNetVariant, Overrides, RunConfig};
+pub use eval::evaluate;
+pub use progress::evaluation_line;
+pub use record::{digest, parse_run_record, DataFingerprint, RunRecord};
 pub use run::{
-    evaluate, pretrained_nfnet, read_run_record, train, DeviceChoice, Outcome, RunRecord,
-    TrainOptions,
+    pretrained_nfnet, read_run_record, train, DeviceChoice, Outcome, TrainOptions, SEEDED_WARNING,
 };
+pub use run_dir::RunDir;

@@ -1,11 +1,12 @@
 //! Validates the flags, runs the query, formats the answer.
 
 use crate::args::{AccountantArg, Command, Common, RelationArg};
+use crate::format::{human, json_real};
 use dp_accountant::{
     calibrate, AccountantConfig, AccountantError, AccountantKind, DpEvent, NeighboringRelation,
     PrivacyAccountant, RdpAccountant,
 };
-use serde_json::{json, Value};
+use serde_json::json;
 
 /// Why a query failed: bad input (exit 2) or anything else (exit 1).
 pub enum Failure {
@@ -22,6 +23,10 @@ fn input(message: impl Into<String>) -> Failure {
 fn from_library(err: AccountantError) -> Failure {
     match err {
         AccountantError::Numerical(m) => Failure::Internal(m),
+        AccountantError::GridTooLarge { needed, limit } => input(format!(
+            "--accountant pld would need {needed} privacy loss grid points, more than its limit \
+             of {limit}: use a larger --noise-multiplier, or --accountant rdp"
+        )),
         other => Failure::Input(other.to_string()),
     }
 }
@@ -40,7 +45,8 @@ impl Setting {
             (Some(q), _, _) => {
                 if !(q > 0.0 && q <= 1.0) {
                     return Err(input(format!(
-                        "--sampling-rate (q = {q}) must be in (0, 1]"
+                        "--sampling-rate (q = {}) must be in (0, 1]",
+                        human(q)
                     )));
                 }
                 q
@@ -87,9 +93,9 @@ impl Setting {
     }
 
     fn describe(&self, sigma: Option<f64>, steps: Option<u64>) -> String {
-        let mut parts = vec![format!("sampling_rate = {}", self.sampling_rate)];
+        let mut parts = vec![format!("sampling_rate = {}", human(self.sampling_rate))];
         if let Some(s) = sigma {
-            parts.push(format!("noise_multiplier = {s}"));
+            parts.push(format!("noise_multiplier = {}", human(s)));
         }
         if let Some(t) = steps {
             parts.push(format!("steps = {t}"));
@@ -100,12 +106,18 @@ impl Setting {
     }
 }
 
+/// σ must be in [`calibrate::NOISE_MULTIPLIER_RANGE`]: outside it the accountants' numerics
+/// are not validated, and no training run uses such a σ.
 fn check_sigma(sigma: f64) -> Outcome<()> {
-    if sigma.is_finite() && sigma > 0.0 {
+    let (lo, hi) = calibrate::NOISE_MULTIPLIER_RANGE;
+    if (lo..=hi).contains(&sigma) {
         Ok(())
     } else {
         Err(input(format!(
-            "--noise-multiplier (σ = {sigma}) must be > 0 and finite"
+            "--noise-multiplier (σ = {}) must be in [{}, {}]",
+            human(sigma),
+            human(lo),
+            human(hi)
         )))
     }
 }
@@ -122,7 +134,10 @@ fn check_delta(delta: f64) -> Outcome<()> {
     if delta > 0.0 && delta < 1.0 {
         Ok(())
     } else {
-        Err(input(format!("--delta (δ = {delta}) must be in (0, 1)")))
+        Err(input(format!(
+            "--delta (δ = {}) must be in (0, 1)",
+            human(delta)
+        )))
     }
 }
 
@@ -133,17 +148,9 @@ fn check_epsilon(epsilon: f64, strictly_positive: bool) -> Outcome<()> {
     } else {
         let bound = if strictly_positive { "> 0" } else { ">= 0" };
         Err(input(format!(
-            "--epsilon (ε = {epsilon}) must be {bound} and finite"
+            "--epsilon (ε = {}) must be {bound} and finite",
+            human(epsilon)
         )))
-    }
-}
-
-/// JSON has no infinity: an unbounded ε is written as the string "inf".
-fn number(x: f64) -> Value {
-    if x.is_finite() {
-        json!(x)
-    } else {
-        json!("inf")
     }
 }
 
@@ -178,10 +185,14 @@ pub fn run(command: Command) -> Outcome<String> {
                 .map_err(from_library)?;
             let delta = accountant.delta(epsilon).map_err(from_library)?;
             Ok(if s.json {
-                json!({"delta": delta, "epsilon": epsilon, "accountant": s.kind.name()}).to_string()
+                json!({"delta": json_real(delta), "epsilon": json_real(epsilon),
+                       "accountant": s.kind.name()})
+                .to_string()
             } else {
                 format!(
-                    "δ = {delta} at ε = {epsilon}\n  {}",
+                    "δ = {} at ε = {}\n  {}",
+                    human(delta),
+                    human(epsilon),
                     s.describe(Some(noise_multiplier), Some(steps))
                 )
             })
@@ -206,12 +217,15 @@ pub fn run(command: Command) -> Outcome<String> {
             )
             .map_err(from_library)?;
             Ok(if s.json {
-                json!({"noise_multiplier": sigma, "epsilon": epsilon, "delta": delta,
-                       "accountant": s.kind.name()})
+                json!({"noise_multiplier": json_real(sigma), "epsilon": json_real(epsilon),
+                       "delta": json_real(delta), "accountant": s.kind.name()})
                 .to_string()
             } else {
                 format!(
-                    "noise_multiplier σ = {sigma} reaches ε ≤ {epsilon} at δ = {delta}\n  {}",
+                    "noise_multiplier σ = {} reaches ε ≤ {} at δ = {}\n  {}",
+                    human(sigma),
+                    human(epsilon),
+                    human(delta),
                     s.describe(None, Some(steps))
                 )
             })
@@ -228,21 +242,49 @@ pub fn run(command: Command) -> Outcome<String> {
             check_epsilon(epsilon, false)?;
             check_delta(delta)?;
             check_steps(max_steps).map_err(|_| input("--max-steps (0) must be >= 1"))?;
-            let step = DpEvent::poisson_gaussian(s.sampling_rate, noise_multiplier);
-            let steps =
-                calibrate::max_steps(&s.config(), s.relation, &step, epsilon, delta, max_steps)
-                    .map_err(from_library)?;
-            Ok(if s.json {
-                json!({"steps": steps, "epsilon": epsilon, "delta": delta, "accountant": s.kind.name()})
-                    .to_string()
-            } else {
-                format!(
-                    "steps T = {steps} stay within ε = {epsilon} at δ = {delta}\n  {}",
-                    s.describe(Some(noise_multiplier), None)
-                )
-            })
+            steps_within(&s, noise_multiplier, epsilon, delta, max_steps)
         }
     }
+}
+
+/// The `steps` answer: the largest count within budget, or the cap if the budget allows more.
+fn steps_within(s: &Setting, sigma: f64, epsilon: f64, delta: f64, cap: u64) -> Outcome<String> {
+    let step = DpEvent::poisson_gaussian(s.sampling_rate, sigma);
+    let config = s.config();
+    let steps = calibrate::max_steps(&config, s.relation, &step, epsilon, delta, cap)
+        .map_err(from_library)?;
+    // `max_steps` stops at the cap: whether the budget allows more is one more evaluation.
+    let capped = steps == cap
+        && match cap.checked_add(1) {
+            None => true,
+            Some(more) => {
+                let mut accountant = config.build(s.relation).map_err(from_library)?;
+                accountant
+                    .compose(&step.self_composed(more))
+                    .map_err(from_library)?;
+                accountant.epsilon(delta).map_err(from_library)? <= epsilon
+            }
+        };
+    Ok(if s.json {
+        json!({"steps": steps, "capped": capped, "epsilon": json_real(epsilon),
+               "delta": json_real(delta), "accountant": s.kind.name()})
+        .to_string()
+    } else {
+        let (answer, more) = if capped {
+            (
+                format!("at least {steps} (the --max-steps cap)"),
+                ": the budget allows more",
+            )
+        } else {
+            (steps.to_string(), "")
+        };
+        format!(
+            "steps T = {answer} stay within ε = {} at δ = {}{more}\n  {}",
+            human(epsilon),
+            human(delta),
+            s.describe(Some(sigma), None)
+        )
+    })
 }
 
 fn epsilon(s: &Setting, sigma: f64, steps: u64, delta: f64) -> Outcome<String> {
@@ -265,19 +307,28 @@ fn epsilon(s: &Setting, sigma: f64, steps: u64, delta: f64) -> Outcome<String> {
             (accountant.epsilon(delta).map_err(from_library)?, None)
         }
     };
+    let unbounded = epsilon.is_infinite();
     Ok(if s.json {
-        let mut out =
-            json!({"epsilon": number(epsilon), "delta": delta, "accountant": s.kind.name()});
+        let mut out = json!({"epsilon": json_real(epsilon), "unbounded": unbounded,
+                             "delta": json_real(delta), "accountant": s.kind.name()});
         if let Some(order) = order {
-            out["order"] = json!(order);
+            out["order"] = json_real(order);
         }
         out.to_string()
     } else {
         let order = order
-            .map(|a| format!(", optimal RDP order α = {a}"))
+            .filter(|_| !unbounded)
+            .map(|a| format!(", optimal RDP order α = {}", human(a)))
             .unwrap_or_default();
+        let note = if unbounded {
+            " (unbounded: no finite ε holds at this δ)"
+        } else {
+            ""
+        };
         format!(
-            "ε = {epsilon} at δ = {delta}{order}\n  {}",
+            "ε = {} at δ = {}{order}{note}\n  {}",
+            human(epsilon),
+            human(delta),
             s.describe(Some(sigma), Some(steps))
         )
     })

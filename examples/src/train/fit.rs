@@ -1,0 +1,288 @@
+//! The training loop: sample (Poisson) → augment K views → clip per example → noise →
+//! update → evaluate, checkpoint and report; at the end the released model files and the
+//! summary.
+
+use super::classifier::Classifier;
+use super::eval::{evaluate, tensors};
+use super::progress::Progress;
+use super::record::RunRecord;
+use super::run_dir::RunDir;
+use super::session::{checkpoint, Session};
+use super::{Outcome, TrainOptions};
+use crate::augment::Augment;
+use crate::data::Split;
+use crate::error::{Result, TrainError};
+use crate::presets::{preset, PrivacyPlan};
+use crate::report::{self, Evaluation, Summary};
+use burn::module::AutodiffModule;
+use burn::optim::Optimizer;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::ElementConversion;
+use dp_accountant::{AccountantConfig, AccountantKind, DpEvent, NeighboringRelation};
+use dp_core::files;
+use dp_core::loss::cross_entropy_per_row;
+use dp_core::sampler::Sampler;
+use std::cell::Cell;
+use std::path::Path;
+use std::time::Instant;
+
+/// What the loop needs besides the session.
+pub struct Context<'a> {
+    /// run.json.
+    pub record: &'a RunRecord,
+    /// Its SHA-256, recorded in every checkpoint.
+    pub record_digest: &'a str,
+    /// The data.
+    pub split: &'a Split,
+    /// The run directory.
+    pub run: &'a RunDir,
+    /// The options.
+    pub options: &'a TrainOptions,
+    /// Seed of the augmentation randomness (OS entropy unless the run is seeded).
+    pub augment_seed: u64,
+    /// Input resolution of fine-tuning.
+    pub resolution: Option<usize>,
+}
+
+fn epsilon_pld(plan: &PrivacyPlan, steps: u64) -> Option<f64> {
+    let mut accountant = AccountantConfig::default_for(AccountantKind::Pld)
+        .build(NeighboringRelation::AddOrRemoveOne)
+        .ok()?;
+    accountant
+        .compose(
+            &DpEvent::poisson_gaussian(plan.sampling_rate, plan.noise_multiplier)
+                .self_composed(steps),
+        )
+        .ok()?;
+    accountant.epsilon(plan.delta).ok()
+}
+
+/// Evaluates the current and EMA weights on the test set.
+fn evaluation<AB, M, O>(
+    session: &Session<AB, M, O>,
+    ctx: &Context,
+    augment: &Augment,
+    device: &AB::Device,
+) -> Result<(f64, f64, Option<f64>)>
+where
+    AB: AutodiffBackend,
+    M: AutodiffModule<AB> + Classifier<AB>,
+    M::InnerModule: Classifier<AB::InnerBackend>,
+    O: Optimizer<M, AB>,
+{
+    let test = &ctx.split.test;
+    let (accuracy, loss) = evaluate(
+        &session.model.valid(),
+        test,
+        augment,
+        ctx.resolution,
+        device,
+    );
+    let ema = session
+        .optimizer
+        .ema_model()
+        .map(|ema| evaluate(ema, test, augment, ctx.resolution, device).0);
+    Ok((accuracy, loss, ema))
+}
+
+/// Trains `session` until the run's last step or `pause_after`; returns how it ended.
+pub fn fit<AB, M, O>(
+    mut session: Session<AB, M, O>,
+    ctx: &Context,
+    device: &AB::Device,
+) -> Result<Outcome>
+where
+    AB: AutodiffBackend,
+    M: AutodiffModule<AB> + Classifier<AB>,
+    M::InnerModule: Classifier<AB::InnerBackend>,
+    O: Optimizer<M, AB>,
+{
+    let (config, plan, split) = (&ctx.record.config, &ctx.record.plan, ctx.split);
+    let started = Instant::now();
+    let augment = config.augmentation(split.train.shape[0]);
+    let eval_augment = augment.eval_only();
+    let steps_per_epoch = ((1.0 / plan.sampling_rate).round() as u64).max(1);
+    let eval_every = if config.eval_every > 0 {
+        config.eval_every
+    } else {
+        steps_per_epoch
+    };
+    let mut progress = Progress::new(plan, session.optimizer.steps(), ctx.options);
+    let (mut loss_sum, mut loss_rows, mut train_s) = (0f64, 0usize, 0f64);
+    let mut last: Option<Evaluation> = None;
+    let stop_at = ctx
+        .options
+        .pause_after
+        .map(|n| session.optimizer.steps() + n);
+    while session.optimizer.steps() < plan.steps {
+        let step_started = Instant::now();
+        let batch = session.sampler.next_batch();
+        let step_index = session.optimizer.steps();
+        let mut step = session.optimizer.begin_step(&batch)?;
+        let (sum, rows) = (Cell::new(0f64), Cell::new(0usize));
+        for indices in batch.micro_batches(config.micro_batch) {
+            let (pixels, labels) =
+                augment.batch(&split.train, indices, ctx.augment_seed, step_index);
+            let n_rows = labels.len();
+            let (x, y) = tensors::<AB>(pixels, labels, split.train.shape, ctx.resolution, device);
+            session
+                .optimizer
+                .accumulate(&mut step, &session.model, n_rows, |m, r| {
+                    let losses = cross_entropy_per_row(
+                        m.train_logits(x.clone().slice(r.clone())),
+                        y.clone().slice(r.clone()),
+                    );
+                    sum.set(sum.get() + losses.clone().sum().into_scalar().elem::<f64>());
+                    rows.set(rows.get() + r.len());
+                    losses
+                })?;
+        }
+        session.model = session
+            .optimizer
+            .finish_step(step, session.model, config.learning_rate)?;
+        let done = session.optimizer.steps();
+        train_s += step_started.elapsed().as_secs_f64();
+        if rows.get() > 0 {
+            let loss = sum.get() / rows.get() as f64;
+            progress.loss = loss;
+            loss_sum += sum.get();
+            loss_rows += rows.get();
+            report::append_line(&ctx.run.losses(), &format!("{done},{loss}"))?;
+        }
+        let pausing = stop_at == Some(done) && done < plan.steps;
+        if done.is_multiple_of(eval_every) || done == plan.steps || pausing {
+            let (test_accuracy, test_loss, test_accuracy_ema) =
+                evaluation(&session, ctx, &eval_augment, device)?;
+            let wall_s = session.wall_before + started.elapsed().as_secs_f64();
+            let evaluation = Evaluation {
+                step: done,
+                epoch: done as f64 * plan.sampling_rate,
+                epsilon: session.optimizer.epsilon(plan.delta)?,
+                train_loss: if loss_rows > 0 {
+                    loss_sum / loss_rows as f64
+                } else {
+                    f64::NAN
+                },
+                test_accuracy,
+                test_loss,
+                test_accuracy_ema,
+                wall_s,
+                train_s,
+            };
+            report::append_evaluation(&ctx.run.dir, &evaluation)?;
+            checkpoint(&session, ctx.run, wall_s, ctx.record_digest)?;
+            progress.evaluated(&evaluation, plan);
+            (loss_sum, loss_rows, train_s) = (0.0, 0, 0.0);
+            last = Some(evaluation);
+        }
+        // ε for the bar: every step with RDP (well under a millisecond); with PLD, as of the
+        // last evaluation (a PLD query costs milliseconds).
+        let epsilon_now = match (plan.accountant, &last) {
+            (AccountantKind::Pld, Some(e)) => e.epsilon,
+            _ => session.optimizer.epsilon(plan.delta)?,
+        };
+        progress.stepped(done, epsilon_now, last.as_ref());
+        if pausing {
+            progress.finish();
+            return Ok(Outcome::Paused {
+                steps: done,
+                epsilon: session.optimizer.epsilon(plan.delta)?,
+            });
+        }
+    }
+    progress.finish();
+    let last = match last {
+        Some(e) => e,
+        // Resumed at the very end, before the summary was written: evaluate once more.
+        None => {
+            let (test_accuracy, test_loss, test_accuracy_ema) =
+                evaluation(&session, ctx, &eval_augment, device)?;
+            Evaluation {
+                step: session.optimizer.steps(),
+                epoch: session.optimizer.steps() as f64 * plan.sampling_rate,
+                epsilon: session.optimizer.epsilon(plan.delta)?,
+                train_loss: f64::NAN,
+                test_accuracy,
+                test_loss,
+                test_accuracy_ema,
+                wall_s: session.wall_before + started.elapsed().as_secs_f64(),
+                train_s: 0.0,
+            }
+        }
+    };
+    let wall_s = session.wall_before + started.elapsed().as_secs_f64();
+    finish(&session, ctx, &last, wall_s).map(Outcome::Finished)
+}
+
+/// Saves `model` as safetensors at `path` (private, atomic).
+fn save_model<B: Backend, M: burn::module::Module<B>>(model: &M, path: &Path) -> Result<()> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    let tmp = path.with_file_name(format!(
+        ".{}.tmp-{}",
+        name.unwrap_or_default(),
+        std::process::id()
+    ));
+    dp_models::save_safetensors(model, &tmp)?;
+    files::make_private(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| TrainError::io(path, e))?;
+    files::sync_dir(&files_dir(path)).map_err(|e| TrainError::io(path, e))
+}
+
+fn files_dir(path: &Path) -> std::path::PathBuf {
+    path.parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf()
+}
+
+/// Writes the released model files, the summary and the plots.
+fn finish<AB, M, O>(
+    session: &Session<AB, M, O>,
+    ctx: &Context,
+    last: &Evaluation,
+    wall_s: f64,
+) -> Result<Summary>
+where
+    AB: AutodiffBackend,
+    M: AutodiffModule<AB> + Classifier<AB>,
+    O: Optimizer<M, AB>,
+{
+    let (config, plan, run) = (&ctx.record.config, &ctx.record.plan, ctx.run);
+    save_model(&session.model.valid(), &run.file("model.safetensors"))?;
+    if let Some(ema) = session.optimizer.ema_model() {
+        save_model(ema, &run.file("model-ema.safetensors"))?;
+    }
+    let steps = session.optimizer.steps();
+    let epochs = (steps as f64 * plan.sampling_rate).max(1e-12);
+    let step_seconds: f64 = report::read_evaluations(&run.dir)?
+        .iter()
+        .map(|e| e.train_s)
+        .sum();
+    let summary = Summary {
+        preset: config.preset.clone(),
+        test_accuracy: last.test_accuracy,
+        test_accuracy_ema: last.test_accuracy_ema.unwrap_or(last.test_accuracy),
+        epsilon: session.optimizer.epsilon(plan.delta)?,
+        delta: plan.delta,
+        accountant: plan.accountant.name().to_string(),
+        epsilon_pld: epsilon_pld(plan, steps),
+        noise_multiplier: plan.noise_multiplier,
+        sampling_rate: plan.sampling_rate,
+        steps,
+        lost_steps: session.lost_steps,
+        dataset_size: ctx.split.train.len(),
+        batch_size: config.batch_size,
+        clip_norm: config.clip_norm,
+        augmult: config.augmult,
+        seeded: config.seed.is_some(),
+        wall_s,
+        epoch_s: wall_s / epochs,
+        epoch_train_s: step_seconds / epochs,
+        preset_full_run_epsilon: preset(&config.preset)?.full_run_epsilon()?,
+    };
+    report::write_summary(&run.dir, &summary)?;
+    if let Err(e) = report::write_plots(&run.dir, &config.preset) {
+        eprintln!("warning: {e}");
+    }
+    Ok(summary)
+}
