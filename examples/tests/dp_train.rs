@@ -4,7 +4,7 @@
 //! run directory.
 
 mod common;
-use common::{cli_epsilon, finished, fmnist_data, options};
+use common::{cli_epsilon, dp_train, finished, fmnist_data, options, stderr};
 
 use dp_accountant::{AccountantKind, DpEvent, PrivacyAccountant, RdpAccountant};
 use examples::data::{write_synthetic_cifar10, write_synthetic_fashion_mnist};
@@ -154,17 +154,6 @@ fn nfnet_finetune_starts_from_a_timm_checkpoint() {
     .unwrap();
     let err = train(Some(config), &options(&out.path().join("ft2"))).unwrap_err();
     assert!(err.to_string().contains("bogus.safetensors"), "{err}");
-}
-
-fn dp_train(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dp-train"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).to_string()
 }
 
 /// Trains 3 steps with σ calibrated by `accountant` and returns the summary, after checking that

@@ -4,7 +4,7 @@
 //! charged; every check runs before the first charge; evaluation lines without a terminal.
 
 mod common;
-use common::{finished, fmnist_data, options};
+use common::{dp_train, dp_train_preset, finished, fmnist_data, options, stderr};
 
 use dp_accountant::{DpEvent, Ledger};
 use dp_core::journal::{read_journal, write_journal_file};
@@ -272,17 +272,6 @@ fn write_fmnist(dir: &Path, train: (usize, usize, usize), test: (usize, usize, u
     }
 }
 
-fn dp_train(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dp-train"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).to_string()
-}
-
 fn assert_one_line_exit_2(o: &Output, needle: &str) {
     let err = stderr(o);
     assert_eq!(o.status.code(), Some(2), "{err}");
@@ -383,20 +372,8 @@ fn without_a_terminal_every_evaluation_prints_a_line() {
     let out = tempfile::tempdir().unwrap();
     let run = out.path().join("run");
     // stderr is a pipe here, not a terminal; the progress bar is not asked away.
-    let o = dp_train(&[
-        "--preset",
-        "fmnist-cnn-quick",
-        "--data-dir",
-        data.path().to_str().unwrap(),
-        "--out",
-        run.to_str().unwrap(),
-        "--steps",
-        "6",
-        "--batch-size",
-        "16",
-        "--eval-every",
-        "2",
-    ]);
+    let more = ["--steps", "6", "--batch-size", "16", "--eval-every", "2"];
+    let o = dp_train_preset("fmnist-cnn-quick", data.path(), &run, &more);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let err = stderr(&o);
     let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("step ")).collect();
@@ -409,13 +386,7 @@ fn without_a_terminal_every_evaluation_prints_a_line() {
     }
     // A seeded run says so on stderr and in its summary.
     let seeded = out.path().join("seeded");
-    let o = dp_train(&[
-        "--preset",
-        "fmnist-cnn-quick",
-        "--data-dir",
-        data.path().to_str().unwrap(),
-        "--out",
-        seeded.to_str().unwrap(),
+    let more = [
         "--steps",
         "2",
         "--batch-size",
@@ -423,7 +394,8 @@ fn without_a_terminal_every_evaluation_prints_a_line() {
         "--seed",
         "4",
         "--json",
-    ]);
+    ];
+    let o = dp_train_preset("fmnist-cnn-quick", data.path(), &seeded, &more);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(
         stderr(&o).contains(examples::train::SEEDED_WARNING),

@@ -5,7 +5,7 @@ use examples::data::write_synthetic_fashion_mnist;
 use examples::report::Summary;
 use examples::train::{DeviceChoice, Outcome, TrainOptions};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 
 /// Quiet CPU options for a run in `out`.
 pub fn options(out: &Path) -> TrainOptions {
@@ -85,4 +85,31 @@ pub fn cli_epsilon(summary: &Summary, accountant: &str) -> f64 {
     );
     let cli: serde_json::Value = serde_json::from_slice(&cli.stdout).unwrap();
     cli["epsilon"].as_f64().unwrap()
+}
+
+/// Runs the `dp-train` binary with `args`.
+pub fn dp_train(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dp-train"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Runs `dp-train --preset PRESET --data-dir DATA --out OUT` and then `more`.
+pub fn dp_train_preset(preset: &str, data: &Path, out: &Path, more: &[&str]) -> Output {
+    let mut args = vec![
+        "--preset",
+        preset,
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(more);
+    dp_train(&args)
+}
+
+/// A process's stderr as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
 }
