@@ -118,6 +118,30 @@ fn read_sections<'a>(path: &Path, bytes: &'a [u8]) -> Result<[&'a [u8]; 4]> {
     Ok(sections)
 }
 
+/// Runs burn's decoding of a record section. burn panics on records whose tensors do not fit
+/// (a rank or shape that the module does not have); a checkpoint that passed its checksum can
+/// still hold one if it was edited, so the panic is caught and becomes an error naming the
+/// section. (The process's panic hook still runs and may print burn's message.)
+fn decoded<T>(path: &Path, section: &str, decode: impl FnOnce() -> Result<T>) -> Result<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(decode)) {
+        Ok(result) => result,
+        Err(payload) => {
+            let text = payload
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| payload.downcast_ref::<&str>().copied())
+                .unwrap_or("burn could not decode it");
+            let text = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with("==="))
+                .collect::<Vec<_>>()
+                .join(" ");
+            Err(fail(path, format!("{section} is malformed: {text}")))
+        }
+    }
+}
+
 fn structure<B: burn::tensor::backend::Backend, M: Module<B>>(
     model: &M,
 ) -> Vec<(String, Vec<usize>)> {
@@ -229,12 +253,16 @@ impl<AB: AutodiffBackend, M: AutodiffModule<AB>, O: Optimizer<M, AB>> DpOptimize
         }
         let device = model.devices().into_iter().next().unwrap_or_default();
         let recorder = NamedMpkBytesRecorder::<FullPrecisionSettings>::default();
-        let record = Recorder::<AB>::load(&recorder, model_bytes.to_vec(), &device)
-            .map_err(|e| fail(path, format!("model record: {e}")))?;
-        let model = model.load_record(record);
-        let optim_record = Recorder::<AB>::load(&recorder, optim_bytes.to_vec(), &device)
-            .map_err(|e| fail(path, format!("optimizer record: {e}")))?;
-        let inner = inner.load_record(optim_record);
+        let model = decoded(path, "model record", || {
+            let record = Recorder::<AB>::load(&recorder, model_bytes.to_vec(), &device)
+                .map_err(|e| fail(path, format!("model record: {e}")))?;
+            Ok(model.load_record(record))
+        })?;
+        let inner = decoded(path, "optimizer record", || {
+            let record = Recorder::<AB>::load(&recorder, optim_bytes.to_vec(), &device)
+                .map_err(|e| fail(path, format!("optimizer record: {e}")))?;
+            Ok(inner.load_record(record))
+        })?;
         let saved_count = meta.ledger.total_count();
         let ledger = match journal {
             Some(journal_path) => {
@@ -252,7 +280,10 @@ impl<AB: AutodiffBackend, M: AutodiffModule<AB>, O: Optimizer<M, AB>> DpOptimize
         let lost_steps = ledger.total_count().saturating_sub(saved_count);
         let accountant = meta.accountant.restore(meta.relation, &ledger)?;
         let mut optimizer = DpOptimizer::new(&model, inner, meta.config, accountant)?;
-        optimizer.steps = meta.steps + lost_steps;
+        optimizer.steps = meta
+            .steps
+            .checked_add(lost_steps)
+            .ok_or_else(|| fail(path, "step count overflows"))?;
         optimizer.run_id = meta.run_id;
         // A seeded stream is replayed only if nothing happened after the checkpoint; the kind
         // of noise is always kept.
@@ -263,10 +294,13 @@ impl<AB: AutodiffBackend, M: AutodiffModule<AB>, O: Optimizer<M, AB>> DpOptimize
         optimizer.noise = GaussianNoise::from_record(&noise)?;
         if let Some(ema) = &mut optimizer.ema {
             if !ema_bytes.is_empty() {
-                let record =
-                    Recorder::<AB::InnerBackend>::load(&recorder, ema_bytes.to_vec(), &device)
-                        .map_err(|e| fail(path, format!("EMA record: {e}")))?;
-                ema.set_model(ema.model().clone().load_record(record));
+                let model = decoded(path, "EMA record", || {
+                    let record =
+                        Recorder::<AB::InnerBackend>::load(&recorder, ema_bytes.to_vec(), &device)
+                            .map_err(|e| fail(path, format!("EMA record: {e}")))?;
+                    Ok(ema.model().clone().load_record(record))
+                })?;
+                ema.set_model(model);
             }
         }
         let sampler = if lost_steps == 0 { meta.sampler } else { None };

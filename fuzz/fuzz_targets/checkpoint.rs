@@ -2,6 +2,11 @@
 //! presets. The first input byte chooses: even, the bytes as they are; odd, the rest with its
 //! CRC-32 recomputed, so that mutations get past the checksum into the metadata JSON and
 //! burn's MessagePack records.
+//!
+//! `resume_from_bytes` catches burn's panics on records that do not fit the model and returns
+//! an error; libfuzzer-sys's panic hook would abort on those caught panics too, so this target
+//! puts std's default hook back (it prints and returns). A panic that escapes the reader is
+//! still a crash: libfuzzer-sys aborts on it after catching it.
 #![no_main]
 
 use burn::backend::{Autodiff, Flex};
@@ -28,7 +33,10 @@ fn with_crc(body: &[u8]) -> Vec<u8> {
     bytes
 }
 
+static DEFAULT_HOOK: std::sync::Once = std::sync::Once::new();
+
 fuzz_target!(|data: &[u8]| {
+    DEFAULT_HOOK.call_once(|| drop(std::panic::take_hook()));
     let Some((&choice, rest)) = data.split_first() else {
         return;
     };

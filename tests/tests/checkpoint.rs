@@ -289,3 +289,35 @@ fn resuming_keeps_budget_spent_after_the_checkpoint() {
     assert!(plain.optimizer.epsilon(1e-5).unwrap() > 0.0);
     let _ = m;
 }
+
+/// Found by `scripts/fuzz.sh` (target `checkpoint`): a checkpoint with a valid checksum whose
+/// optimizer record declares a momentum tensor of rank 0 with 32 values. burn panics decoding
+/// it; resuming must return an error instead.
+#[test]
+fn a_record_that_does_not_fit_is_an_error_not_a_panic() {
+    use burn::optim::momentum::MomentumConfig;
+    use std::io::Read;
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("data/fuzz-checkpoint-rank-mismatch.dpck.gz");
+    let mut bytes = Vec::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(&path).unwrap())
+        .read_to_end(&mut bytes)
+        .unwrap();
+    type Cnn = dp_models::TanhCnn<TB>;
+    let inner = SgdConfig::new()
+        .with_momentum(Some(MomentumConfig {
+            momentum: 0.9,
+            dampening: 0.0,
+            nesterov: false,
+        }))
+        .init::<TB, Cnn>();
+    let model = Cnn::new(10, &Default::default()).unwrap();
+    let result = DpOptimizer::resume_from_bytes(&path, &bytes, None, model, inner);
+    match result {
+        Err(DpError::Checkpoint { reason, .. }) => {
+            assert!(reason.contains("optimizer record is malformed"), "{reason}")
+        }
+        Err(other) => panic!("wrong error: {other}"),
+        Ok(_) => panic!("a malformed record was accepted"),
+    }
+}
