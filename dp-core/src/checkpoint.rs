@@ -108,8 +108,8 @@ fn read_sections<'a>(path: &Path, bytes: &'a [u8]) -> Result<[&'a [u8]; 4]> {
         }
         let mut len = [0u8; 8];
         len.copy_from_slice(&rest[..8]);
-        let len = u64::from_le_bytes(len) as usize;
-        if rest.len() < 8 + len {
+        let len = usize::try_from(u64::from_le_bytes(len)).unwrap_or(usize::MAX);
+        if len > rest.len() - 8 {
             return Err(fail(path, "truncated section"));
         }
         *section = &rest[8..8 + len];

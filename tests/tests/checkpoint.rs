@@ -321,3 +321,21 @@ fn a_record_that_does_not_fit_is_an_error_not_a_panic() {
         Ok(_) => panic!("a malformed record was accepted"),
     }
 }
+
+/// Found by `scripts/fuzz.sh` (target `checkpoint`): a section length near u64::MAX overflowed
+/// the bounds check (`8 + len`), behind a valid checksum.
+#[test]
+fn a_section_length_that_overflows_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("huge.ckpt");
+    for len in [u64::MAX, u64::MAX - 7, 1 << 62] {
+        let mut bytes = b"DPBURNCK".to_vec();
+        bytes.extend_from_slice(&dp_core::checkpoint::CHECKPOINT_FORMAT_VERSION.to_le_bytes());
+        bytes.extend_from_slice(&len.to_le_bytes());
+        bytes.extend_from_slice(b"{}");
+        let crc = crc32(&bytes);
+        bytes.extend_from_slice(&crc.to_le_bytes());
+        std::fs::write(&path, &bytes).unwrap();
+        expect_checkpoint_error(resume(&path, None, 6), "truncated section");
+    }
+}
