@@ -12,7 +12,7 @@ use examples::presets::{presets, Dataset, ModelKind, Preset};
 use examples::report::{read_evaluations, read_losses, Summary};
 use examples::train::{train, NfNetVariant, Overrides, RunConfig};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 /// ε of `steps` Poisson-subsampled Gaussian steps, computed here from the accountant crate.
 fn rdp_epsilon(q: f64, sigma: f64, steps: u64, delta: f64) -> f64 {

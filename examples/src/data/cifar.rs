@@ -15,7 +15,7 @@ fn read_batch(path: &Path) -> Result<(Vec<u8>, Vec<u8>)> {
 
 /// Splits a batch file's bytes into pixels and labels.
 fn split_records(bytes: &[u8], path: &Path) -> Result<(Vec<u8>, Vec<u8>)> {
-    if bytes.is_empty() || bytes.len() % RECORD != 0 {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(RECORD) {
         return Err(TrainError::malformed(path, format!("{} bytes is not a whole number of {RECORD}-byte CIFAR-10 records (truncated or not CIFAR-10)", bytes.len())));
     }
     let mut pixels = Vec::with_capacity(bytes.len());
