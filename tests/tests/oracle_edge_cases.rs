@@ -4,6 +4,9 @@
 //! gains (the bias correction of the standardized norms), and micro-batches large enough
 //! for the chunked im2col loop. Each was seen to fail under the mutation its comment names.
 
+mod common;
+use common::ConvNet;
+
 use burn::backend::{Autodiff, Flex};
 use burn::module::{AutodiffModule, Module, Param};
 use burn::tensor::activation::tanh;
@@ -11,8 +14,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
 use dp_core::engine::conv_chunk_examples;
 use dp_core::layers::{
-    Conv2d, Conv2dConfig, GroupNorm, GroupNormConfig, Linear, LinearConfig, ScalarGain, WsConv2d,
-    WsConv2dConfig,
+    Conv2dConfig, GroupNormConfig, Linear, LinearConfig, ScalarGain, WsConv2d, WsConv2dConfig,
 };
 use dp_core::loss::cross_entropy_per_row;
 use dp_core::params::{param_infos, ParamInfo};
@@ -91,35 +93,6 @@ fn compare<M: AutodiffModule<TB>>(
     }
 }
 
-#[derive(Module, Debug)]
-struct Net<B: Backend> {
-    conv: Option<Conv2d<B>>,
-    ws: Option<WsConv2d<B>>,
-    norm: Option<GroupNorm<B>>,
-    gain: Option<ScalarGain<B>>,
-    head: Linear<B>,
-}
-
-impl<B: Backend> Net<B> {
-    fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
-        let mut h = x;
-        if let Some(conv) = &self.conv {
-            h = tanh(conv.forward(h));
-        }
-        if let Some(ws) = &self.ws {
-            h = tanh(ws.forward(h));
-        }
-        if let Some(norm) = &self.norm {
-            h = norm.forward(h);
-        }
-        if let Some(gain) = &self.gain {
-            h = h.clone() + gain.forward(tanh(h));
-        }
-        let [n, c, hh, ww] = h.dims();
-        self.head.forward(h.reshape([n, c * hh * ww]))
-    }
-}
-
 fn head(features: usize) -> Linear<TB> {
     LinearConfig::new(features, 3)
         .init(&Default::default())
@@ -127,13 +100,13 @@ fn head(features: usize) -> Linear<TB> {
 }
 
 /// Five layers (conv, WS conv, group norm, gain, head) on `[2, 9, 8]` inputs.
-fn five_layers() -> Net<TB> {
+fn five_layers() -> ConvNet<TB> {
     let device = Default::default();
     let conv = Conv2dConfig::new([2, 4], [3, 3])
         .with_stride([2, 2])
         .with_padding([1, 1]);
     let ws = Conv2dConfig::new([4, 6], [3, 3]).with_padding([1, 1]);
-    Net {
+    ConvNet {
         conv: Some(conv.init(&device).unwrap()),
         ws: Some(WsConv2dConfig::new(ws).init(&device).unwrap()),
         norm: Some(GroupNormConfig::new(3, 6).init(&device).unwrap()),
@@ -175,7 +148,7 @@ fn per_layer_clipping_bounds_each_examples_whole_gradient_by_c() {
     for engine in [PerExampleEngine::BatchOfOne, PerExampleEngine::Fast] {
         for i in 0..4 {
             let single = |c: f64| {
-                let losses = |m: &Net<TB>, r: Range<usize>| {
+                let losses = |m: &ConvNet<TB>, r: Range<usize>| {
                     let rows = i + r.start..i + r.end;
                     let x = data.0.clone().slice(rows.clone());
                     cross_entropy_per_row(m.forward(x), data.1.clone().slice(rows))
@@ -229,7 +202,7 @@ fn per_layer_clipping_bounds_each_examples_whole_gradient_by_c() {
 }
 
 /// A WS conv with a random nonzero bias and gains in [0.5, 2].
-fn ws_net(conv: Conv2dConfig, out_hw: usize) -> Net<TB> {
+fn ws_net(conv: Conv2dConfig, out_hw: usize) -> ConvNet<TB> {
     let device = Default::default();
     let c_out = conv.channels[1];
     let ws = WsConv2dConfig::new(conv).init::<TB>(&device).unwrap();
@@ -240,7 +213,7 @@ fn ws_net(conv: Conv2dConfig, out_hw: usize) -> Net<TB> {
         gain: Param::from_tensor(gain),
         ..ws
     };
-    Net {
+    ConvNet {
         conv: None,
         ws: Some(ws),
         norm: None,
@@ -292,7 +265,7 @@ fn cnn_micro_batch_of_two_im2col_chunks_matches_the_oracle() {
 fn wide_conv_micro_batch_of_two_recomputed_im2col_chunks_matches_the_oracle() {
     let device = Default::default();
     let conv = Conv2dConfig::new([8, 8], [3, 3]).with_padding([1, 1]);
-    let model = Net::<TB> {
+    let model = ConvNet::<TB> {
         conv: Some(conv.init(&device).unwrap()),
         ws: None,
         norm: None,

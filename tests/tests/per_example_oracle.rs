@@ -2,14 +2,16 @@
 //! and clipped sums within 1e-4 relative (f32), per layer type (every convolution option),
 //! for whole small models, with augmentation multiplicity K > 1, flat and per-layer clipping.
 
+mod common;
+use common::ConvNet;
+
 use burn::backend::{Autodiff, Flex};
 use burn::module::Module;
 use burn::tensor::activation::{log_softmax, tanh};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
 use dp_core::layers::{
-    Conv2d, Conv2dConfig, GroupNorm, GroupNormConfig, Linear, LinearConfig, ScalarGain, WsConv2d,
-    WsConv2dConfig,
+    Conv2dConfig, GroupNormConfig, Linear, LinearConfig, ScalarGain, WsConv2dConfig,
 };
 use dp_core::params::param_infos;
 use dp_core::{clip_and_sum, ClipSpec, Clipping, PerExampleEngine};
@@ -24,36 +26,6 @@ fn per_row_loss<B: Backend>(logits: Tensor<B, 2>, targets: Tensor<B, 1, Int>) ->
         .gather(1, targets.reshape([n, 1]))
         .reshape([n])
         .neg()
-}
-
-/// A block exercising one convolution-like layer, then a head.
-#[derive(Module, Debug)]
-struct ConvNet<B: Backend> {
-    conv: Option<Conv2d<B>>,
-    ws: Option<WsConv2d<B>>,
-    norm: Option<GroupNorm<B>>,
-    gain: Option<ScalarGain<B>>,
-    head: Linear<B>,
-}
-
-impl<B: Backend> ConvNet<B> {
-    fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
-        let mut h = x;
-        if let Some(conv) = &self.conv {
-            h = tanh(conv.forward(h));
-        }
-        if let Some(ws) = &self.ws {
-            h = tanh(ws.forward(h));
-        }
-        if let Some(norm) = &self.norm {
-            h = norm.forward(h);
-        }
-        if let Some(gain) = &self.gain {
-            h = h.clone() + gain.forward(tanh(h));
-        }
-        let [n, c, hh, ww] = h.dims();
-        self.head.forward(h.reshape([n, c * hh * ww]))
-    }
 }
 
 struct Case {
