@@ -20,7 +20,8 @@ fn fail(path: &Path, reason: impl std::fmt::Display) -> DpError {
     }
 }
 
-fn parent(path: &Path) -> &Path {
+/// The directory `path` is in (`.` for a bare file name).
+pub fn parent_dir(path: &Path) -> &Path {
     path.parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."))
@@ -79,7 +80,7 @@ pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
 /// loss `path` holds either its old or its new contents, never a mix; on an error `path` is
 /// untouched.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = parent(path);
+    let dir = parent_dir(path);
     let name = path
         .file_name()
         .ok_or_else(|| fail(path, "not a file path"))?;

@@ -1,47 +1,18 @@
 //! Checkpoints: an interrupted run resumes exactly; corrupt, foreign or mismatched files are
 //! errors; writes are atomic; resuming never forgets spent budget.
 
-use burn::backend::{Autodiff, Flex};
-use burn::module::Module;
+mod common;
+use common::{lin, lin_step, Lin, LinOpt, Sgd, TB};
+
 use burn::optim::SgdConfig;
-use burn::tensor::backend::Backend;
-use burn::tensor::{Int, Tensor, TensorData};
 use dp_accountant::{AccountantConfig, AccountantKind, NeighboringRelation};
-use dp_core::layers::{Linear, LinearConfig};
-use dp_core::loss::cross_entropy_per_row;
 use dp_core::noise::GaussianNoise;
 use dp_core::sampler::{PoissonSampler, Sampler};
 use dp_core::{DpError, DpOptimizer, DpSgdConfig};
 use std::path::Path;
 
-type TB = Autodiff<Flex>;
-
-#[derive(Module, Debug)]
-struct Lin<B: Backend> {
-    fc: Linear<B>,
-}
-
-type Sgd = burn::optim::adaptor::OptimizerAdaptor<burn::optim::Sgd<Flex>, Lin<TB>, TB>;
 type Resumed = dp_core::checkpoint::Resumed<TB, Lin<TB>, Sgd>;
-type Opt = DpOptimizer<TB, Lin<TB>, Sgd>;
-
-fn lin(d: usize) -> Lin<TB> {
-    Lin {
-        fc: LinearConfig::new(d, 3).init(&Default::default()).unwrap(),
-    }
-}
-
-fn data() -> (Tensor<TB, 2>, Tensor<TB, 1, Int>) {
-    let device = Default::default();
-    let x: Vec<f32> = (0..40 * 6)
-        .map(|i| ((i * 13 % 17) as f32) / 8.0 - 1.0)
-        .collect();
-    let y: Vec<i64> = (0..40).map(|i| (i % 3) as i64).collect();
-    (
-        Tensor::from_data(TensorData::new(x, [40, 6]), &device),
-        Tensor::from_data(TensorData::new(y, [40]), &device),
-    )
-}
+type Opt = LinOpt;
 
 fn optimizer(model: &Lin<TB>) -> Opt {
     let mut config = DpSgdConfig::new(1.0, 1.0);
@@ -60,29 +31,7 @@ fn optimizer(model: &Lin<TB>) -> Opt {
 }
 
 fn step(opt: &mut Opt, model: Lin<TB>, sampler: &mut PoissonSampler) -> Lin<TB> {
-    let (x, y) = data();
-    let batch = sampler.next_batch();
-    opt.step(
-        model,
-        &batch,
-        4,
-        0.5,
-        |idx| {
-            let i: Vec<i64> = idx.iter().map(|&v| v as i64).collect();
-            let i = Tensor::<TB, 1, Int>::from_data(
-                TensorData::new(i, [idx.len()]),
-                &Default::default(),
-            );
-            (x.clone().select(0, i.clone()), y.clone().select(0, i))
-        },
-        |m, d, r| {
-            cross_entropy_per_row(
-                m.fc.forward(d.0.clone().slice(r.clone())),
-                d.1.clone().slice(r),
-            )
-        },
-    )
-    .unwrap()
+    lin_step(opt, model, sampler, 4).unwrap()
 }
 
 fn weights(m: &Lin<TB>) -> Vec<f32> {

@@ -3,36 +3,19 @@
 //! charged; an unseeded checkpoint holds no generator state, and two continuations of one
 //! checkpoint draw independent noise; the exact noise mode survives a resume.
 
-use burn::backend::{Autodiff, Flex};
-use burn::module::Module;
+mod common;
+use common::{lin, lin_step, Lin, LinOpt, Sgd, TB};
+
 use burn::optim::SgdConfig;
-use burn::tensor::backend::Backend;
-use burn::tensor::{Int, Tensor, TensorData};
 use dp_accountant::{AccountantConfig, AccountantKind, NeighboringRelation};
-use dp_core::layers::{Linear, LinearConfig};
-use dp_core::loss::cross_entropy_per_row;
 use dp_core::noise::GaussianNoise;
 use dp_core::sampler::{PoissonSampler, Sampler};
 use dp_core::test_hooks::files_holding_seeds;
 use dp_core::{DpError, DpOptimizer, DpSgdConfig};
 use std::path::{Path, PathBuf};
 
-type TB = Autodiff<Flex>;
-
-#[derive(Module, Debug)]
-struct Lin<B: Backend> {
-    fc: Linear<B>,
-}
-
-type Sgd = burn::optim::adaptor::OptimizerAdaptor<burn::optim::Sgd<Flex>, Lin<TB>, TB>;
-type Opt = DpOptimizer<TB, Lin<TB>, Sgd>;
+type Opt = LinOpt;
 type Resumed = dp_core::checkpoint::Resumed<TB, Lin<TB>, Sgd>;
-
-fn lin() -> Lin<TB> {
-    Lin {
-        fc: LinearConfig::new(6, 3).init(&Default::default()).unwrap(),
-    }
-}
 
 fn optimizer(model: &Lin<TB>) -> Opt {
     let accountant = AccountantConfig::default_for(AccountantKind::Rdp)
@@ -48,31 +31,7 @@ fn optimizer(model: &Lin<TB>) -> Opt {
 }
 
 fn step(opt: &mut Opt, model: Lin<TB>, sampler: &mut PoissonSampler) -> Result<Lin<TB>, DpError> {
-    let device = Default::default();
-    let x: Vec<f32> = (0..40 * 6)
-        .map(|i| ((i * 7 % 11) as f32) / 5.0 - 1.0)
-        .collect();
-    let y: Vec<i64> = (0..40).map(|i| (i % 3) as i64).collect();
-    let x = Tensor::<TB, 2>::from_data(TensorData::new(x, [40, 6]), &device);
-    let y = Tensor::<TB, 1, Int>::from_data(TensorData::new(y, [40]), &device);
-    let batch = sampler.next_batch();
-    opt.step(
-        model,
-        &batch,
-        8,
-        0.5,
-        |idx| {
-            let i: Vec<i64> = idx.iter().map(|&v| v as i64).collect();
-            let i = Tensor::<TB, 1, Int>::from_data(TensorData::new(i, [idx.len()]), &device);
-            (x.clone().select(0, i.clone()), y.clone().select(0, i))
-        },
-        |m, d, r| {
-            cross_entropy_per_row(
-                m.fc.forward(d.0.clone().slice(r.clone())),
-                d.1.clone().slice(r),
-            )
-        },
-    )
+    lin_step(opt, model, sampler, 8)
 }
 
 fn weights(m: &Lin<TB>) -> Vec<f32> {
@@ -83,7 +42,7 @@ fn resume(dir: &Path, journal: Option<&Path>) -> Result<Resumed, DpError> {
     Opt::resume(
         dir.join("run.ckpt"),
         journal,
-        lin(),
+        lin(6),
         SgdConfig::new().init::<TB, Lin<TB>>(),
     )
 }
@@ -91,7 +50,7 @@ fn resume(dir: &Path, journal: Option<&Path>) -> Result<Resumed, DpError> {
 /// An unseeded run with a journal: `before` steps, a checkpoint, then `after` more steps.
 fn unseeded_run(dir: &Path, before: usize, after: usize) -> (PathBuf, f64) {
     let journal = dir.join("journal.json");
-    let model = lin();
+    let model = lin(6);
     let mut opt = optimizer(&model).with_journal(&journal);
     let mut sampler = PoissonSampler::new(40, 0.25).unwrap();
     let mut m = model;
@@ -185,7 +144,7 @@ fn a_step_whose_journal_cannot_be_written_is_not_charged() {
     let journal = dir.path().join("journal.json");
     std::fs::create_dir(&journal).unwrap();
     std::fs::write(journal.join("keep"), b"x").unwrap();
-    let model = lin();
+    let model = lin(6);
     let mut opt = optimizer(&model).with_journal(&journal);
     let mut sampler = PoissonSampler::new(40, 0.25).unwrap();
     let err = step(&mut opt, model, &mut sampler).unwrap_err();
@@ -206,7 +165,7 @@ fn an_unseeded_checkpoint_holds_no_generator_seed() {
     );
     // Power: a seeded run's checkpoint holds its stream, and the scan finds it there.
     let seeded = tempfile::tempdir().unwrap();
-    let model = lin();
+    let model = lin(6);
     let noise = GaussianNoise::seeded(5);
     let opt = optimizer(&model).with_noise(noise);
     let sampler = PoissonSampler::seeded(40, 0.25, 6).unwrap();
@@ -243,7 +202,7 @@ fn two_continuations_of_one_unseeded_checkpoint_draw_different_noise() {
 #[test]
 fn the_exact_noise_mode_survives_a_resume() {
     let dir = tempfile::tempdir().unwrap();
-    let model = lin();
+    let model = lin(6);
     let opt = optimizer(&model).with_noise(GaussianNoise::exact());
     opt.save_checkpoint(
         dir.path().join("run.ckpt"),

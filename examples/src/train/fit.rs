@@ -225,14 +225,7 @@ fn save_model<B: Backend, M: burn::module::Module<B>>(model: &M, path: &Path) ->
     dp_models::save_safetensors(model, &tmp)?;
     files::make_private(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| TrainError::io(path, e))?;
-    files::sync_dir(&files_dir(path)).map_err(|e| TrainError::io(path, e))
-}
-
-fn files_dir(path: &Path) -> std::path::PathBuf {
-    path.parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-        .to_path_buf()
+    files::sync_dir(files::parent_dir(path)).map_err(|e| TrainError::io(path, e))
 }
 
 /// Writes the released model files, the summary and the plots.

@@ -32,8 +32,8 @@ pub fn check_split(split: &Split, data_dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Runs `model` on one training image (evaluation mode) and checks that it gives one row of
-/// `classes` logits. burn panics on shapes that do not fit; the panic is caught here, before
+/// Runs `model` on one test image (evaluation mode; public data, and of the training images'
+/// shape: [`check_split`]) and checks that it gives one row of `classes` logits. burn panics on shapes that do not fit; the panic is caught here, before
 /// anything is charged, and becomes an error naming the shapes.
 pub fn probe_model<B: Backend, M: Classifier<B>>(
     model: &M,
@@ -41,7 +41,7 @@ pub fn probe_model<B: Backend, M: Classifier<B>>(
     resolution: Option<usize>,
     device: &B::Device,
 ) -> Result<()> {
-    let set = &split.train;
+    let set = &split.test;
     let pixels: Vec<f32> = set.image(0).iter().map(|&p| p as f32 / 255.0).collect();
     let (x, _) = tensors::<B>(pixels, vec![0], set.shape, resolution, device);
     let hook = std::panic::take_hook();
