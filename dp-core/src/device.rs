@@ -1,5 +1,6 @@
-//! Devices: the CPU backend always, CUDA behind the `cuda` feature, with a clear error instead
-//! of burn's panic when no GPU or driver is present.
+//! Devices: the CPU backend always, CUDA behind the `cuda` feature and burn's wgpu backend
+//! (Vulkan, Metal, DX12) behind the `wgpu` feature, with a clear error instead of burn's panic
+//! when no GPU or driver is present.
 
 use crate::error::{DpError, Result};
 
@@ -45,6 +46,65 @@ pub fn check_cuda(index: usize) -> Result<()> {
     Err(DpError::DeviceUnavailable(format!(
         "CUDA device {index} requested, but this build has no CUDA support (build with --features cuda)"
     )))
+}
+
+/// burn's wgpu backend: cubecl's kernels (the compiler of the CUDA backend too) on a Vulkan,
+/// Metal or DX12 adapter — AMD, Intel, Apple and NVIDIA GPUs, or Mesa's lavapipe on a CPU.
+#[cfg(feature = "wgpu")]
+pub type Wgpu = burn::backend::Wgpu;
+
+/// Sets up burn's wgpu backend on its default device (the machine's best adapter) and
+/// describes the adapter, e.g. `"llvmpipe (LLVM 15.0.6, 256 bits) (Cpu, Vulkan)"`. Without an
+/// adapter this is an error, where burn's first use of the device would panic. Call it before
+/// anything else touches the wgpu device; later calls return the first call's answer.
+#[cfg(feature = "wgpu")]
+pub fn init_wgpu() -> Result<String> {
+    use burn::backend::wgpu::{graphics::AutoGraphicsApi, init_setup, WgpuDevice};
+    use std::sync::OnceLock;
+    static SETUP: OnceLock<std::result::Result<String, String>> = OnceLock::new();
+    SETUP
+        .get_or_init(|| {
+            // cubecl panics when no adapter exists: silence that panic's message and turn it
+            // into an error.
+            let hook = std::panic::take_hook();
+            std::panic::set_hook(Box::new(|_| {}));
+            let setup = std::panic::catch_unwind(|| {
+                init_setup::<AutoGraphicsApi>(&WgpuDevice::default(), Default::default())
+            });
+            std::panic::set_hook(hook);
+            match setup {
+                Ok(setup) => {
+                    let info = setup.adapter.get_info();
+                    Ok(format!(
+                        "{} ({:?}, {:?})",
+                        info.name, info.device_type, info.backend
+                    ))
+                }
+                Err(panic) => {
+                    let why = panic
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_else(|| "no adapter".into());
+                    Err(why)
+                }
+            }
+        })
+        .clone()
+        .map_err(|why| {
+            DpError::DeviceUnavailable(format!(
+                "no wgpu adapter (Vulkan, Metal or DX12 driver): {why}"
+            ))
+        })
+}
+
+/// Without the `wgpu` feature there is never a wgpu device.
+#[cfg(not(feature = "wgpu"))]
+pub fn init_wgpu() -> Result<String> {
+    Err(DpError::DeviceUnavailable(
+        "a wgpu device was requested, but this build has no wgpu support (build with --features wgpu)"
+            .into(),
+    ))
 }
 
 #[cfg(test)]

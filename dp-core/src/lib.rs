@@ -25,6 +25,7 @@ pub use clipping::{ClipSpec, Clipping};
 pub use engine::{clip_and_sum, ClippedSum, PerExampleEngine};
 pub mod ema;
 pub mod optimizer;
+pub mod readback;
 mod validate;
 
 pub use optimizer::{Budget, DpOptimizer, DpSgdConfig, PrivateStep};

@@ -73,13 +73,16 @@ pub fn nonprivate_step<B: AutodiffBackend, M: BenchModel<B>, O: Optimizer<M, B>>
     optim.step(0.01, model, grads)
 }
 
-/// A DP optimizer for the benchmark: σ = 1, C = 1, fixed-size batches, seeded noise.
+/// A DP optimizer for the benchmark: σ = 1, C = 1, `views` views per example, fixed-size
+/// batches, seeded noise.
 pub fn private_optimizer<B: AutodiffBackend, M: BenchModel<B>>(
     model: &M,
     engine: PerExampleEngine,
+    views: usize,
 ) -> Result<DpOptimizer<B, M, impl Optimizer<M, B>>> {
     let config = DpSgdConfig {
         engine,
+        augmult: views,
         ..DpSgdConfig::new(1.0, 1.0)
     };
     let accountant = AccountantConfig::default_for(AccountantKind::Rdp)
@@ -96,7 +99,7 @@ pub fn private_step<B: AutodiffBackend, M: BenchModel<B>, O: Optimizer<M, B>>(
     batch: &Batch<B>,
 ) -> Result<M> {
     let sampled = sampler.next_batch();
-    let rows = sampled.indices().len();
+    let rows = sampled.indices().len() * optim.config().augmult;
     let mut step = optim.begin_step(&sampled)?;
     optim.accumulate(&mut step, &model, rows, |m, r| {
         cross_entropy_per_row(

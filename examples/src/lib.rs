@@ -3,9 +3,9 @@
 
 pub mod augment;
 pub mod bench;
+pub mod check;
 pub mod data;
 pub mod error;
-pub mod parity;
 pub mod presets;
 pub mod report;
 pub mod rss;

@@ -329,12 +329,22 @@ pub struct Downsample<B: Backend> {
 impl<B: Backend> Downsample<B> {
     fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let x = if self.stride > 1 {
-            avg_pool2d(x, [2, 2], [self.stride, self.stride], [0, 0], false, true)
+            shortcut_pool(x, self.stride)
         } else {
             x
         };
         self.conv.forward(x)
     }
+}
+
+/// timm's shortcut pooling: 2×2 average, ceil mode, padding not counted. Along a side of one
+/// pixel the window holds that pixel alone, so the kernel is 1 there: burn's generic pooling
+/// (wgpu, CUDA) computes its output size as `size − (kernel − 1) − 1`, which underflows for a
+/// side shorter than the kernel (flex does not; NFNet-tiny at 16×16 reaches 1×1).
+fn shortcut_pool<B: Backend>(x: Tensor<B, 4>, stride: usize) -> Tensor<B, 4> {
+    let [_, _, h, w] = x.dims();
+    let kernel = [h.clamp(1, 2), w.clamp(1, 2)];
+    avg_pool2d(x, kernel, [stride, stride], [0, 0], false, true)
 }
 
 /// Squeeze-excite: channel gates from the globally pooled features.
@@ -444,5 +454,28 @@ impl<B: Backend> NfNet<B> {
     /// Logits for training: per-example stochastic depth where configured.
     pub fn forward_train(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
         self.run(x, true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shortcut_pool;
+    use burn::backend::Flex;
+    use burn::tensor::{Tensor, TensorData};
+
+    /// timm's AvgPool2d(2, stride 2, ceil_mode=True, count_include_pad=False), by hand: on a
+    /// 3×3 input the windows at the edge hold only the pixels inside; on 1×1 the pixel alone.
+    #[test]
+    fn shortcut_pooling_counts_only_pixels_inside_and_accepts_one_pixel() {
+        let device = Default::default();
+        let x = Tensor::<Flex, 4>::from_data(
+            TensorData::new((0..9).map(|v| v as f32).collect::<Vec<_>>(), [1, 1, 3, 3]),
+            &device,
+        );
+        let y: Vec<f32> = shortcut_pool(x, 2).into_data().to_vec().unwrap();
+        assert_eq!(y, vec![2.0, 3.5, 6.5, 8.0]);
+        let one = Tensor::<Flex, 4>::from_floats([[[[1.5]]]], &device);
+        let y: Vec<f32> = shortcut_pool(one, 2).into_data().to_vec().unwrap();
+        assert_eq!(y, vec![1.5]);
     }
 }

@@ -52,7 +52,7 @@ pub(super) fn clip_and_sum<AB: AutodiffBackend, M: AutodiffModule<AB>>(
             .iter()
             .skip(1)
             .fold(squared[0].clone(), |acc, s| acc + s.clone());
-        all_norms.extend(norms_of(total));
+        all_norms.extend(norms_of(total, Vec::new()));
         for (id, grad) in flat {
             let factor = factors[layer_of.get(&id).copied().unwrap_or(0)].clone();
             let scaled = grad.values * factor;

@@ -81,7 +81,7 @@ impl<B: Backend> ClippedSum<B> {
     pub fn gradient(&self, id: ParamId) -> Option<Vec<f32>> {
         self.sums
             .get(&id)
-            .and_then(|g| g.values.to_data().convert::<f32>().to_vec::<f32>().ok())
+            .map(|g| crate::readback::to_host(g.values.clone()))
     }
 
     /// Adds another micro-batch's sum.
@@ -159,12 +159,14 @@ pub fn conv_chunk_examples(
     crate::per_example::chunk_examples(examples, views, positions, fan_in, groups)
 }
 
-/// Reads a `[E]` tensor of squared norms as norms.
-fn norms_of<B: Backend>(squared: Tensor<B, 1>) -> Vec<f32> {
-    squared
-        .sqrt()
-        .into_data()
-        .convert::<f32>()
-        .to_vec::<f32>()
-        .unwrap_or_default()
+/// Reads a `[E]` tensor of squared norms as norms, followed by the one-element `extra`
+/// tensors, in one read.
+fn norms_of<B: Backend>(squared: Tensor<B, 1>, extra: Vec<Tensor<B, 1>>) -> Vec<f32> {
+    let norms = squared.sqrt();
+    if extra.is_empty() {
+        return crate::readback::to_host(norms);
+    }
+    let mut all = vec![norms];
+    all.extend(extra);
+    crate::readback::to_host(Tensor::cat(all, 0))
 }

@@ -120,6 +120,11 @@ impl<B: Backend> Dense<B> {
         self.device.clone()
     }
 
+    /// Whether the per-example gradients P are formed.
+    pub fn has_per_example_weight(&self) -> bool {
+        matches!(self.weight, Weight::Explicit(_))
+    }
+
     /// P = g·a per example, `[E, G, o, d]`; after this the activations are dropped.
     pub fn per_example_weight(&mut self) -> Result<Tensor<B, 4>> {
         let p = match &self.weight {

@@ -14,7 +14,7 @@ mod standardized;
 use crate::error::{DpError, Result};
 use burn::module::ParamId;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{ElementConversion, Tensor};
+use burn::tensor::Tensor;
 pub(crate) use conv::chunk_examples;
 use conv::{channel_rows, channels_first, conv_dense};
 use dense::Dense;
@@ -215,8 +215,10 @@ impl<B: Backend> LayerData<B> {
     }
 
     /// Combines the layer's data with its output gradient (probe layout) for `views` views per
-    /// example.
-    pub(crate) fn prepare(self, g: Tensor<B, 3>, views: usize) -> Result<Prepared<B>> {
+    /// example. `exact` makes weight-standardized layers form their per-example gradients
+    /// instead of taking the Gram route's shortcuts (for a micro-batch whose doubts were
+    /// raised; see [`Prepared::doubts`]).
+    pub(crate) fn prepare(self, g: Tensor<B, 3>, views: usize, exact: bool) -> Result<Prepared<B>> {
         match self {
             Self::Linear {
                 weight,
@@ -268,6 +270,7 @@ impl<B: Backend> LayerData<B> {
                 let weight_dims = values.raw_weight.dims().to_vec();
                 let ws = Standardization::new(values.raw_weight, values.gain, values.eps);
                 let output = output
+                    .filter(|_| !exact)
                     .map(|o| channel_rows(o, views, geometry.groups))
                     .transpose()?;
                 let stats = ws.stats(&mut dense, output, values.bias)?;
@@ -368,6 +371,15 @@ impl<B: Backend> Prepared<B> {
         })
     }
 
+    /// One-element tensors, positive where this layer's norms may be inaccurate and the
+    /// micro-batch must be recomputed with `exact` (after [`Prepared::squared_norms`]).
+    pub(crate) fn doubts(&self) -> Vec<Tensor<B, 1>> {
+        match self {
+            Self::Ws { stats, .. } => stats.doubts.clone(),
+            _ => Vec::new(),
+        }
+    }
+
     /// Releases what the weighted sums do not need (call after [`Prepared::squared_norms`]).
     pub(crate) fn compact(&mut self) -> Result<()> {
         match self {
@@ -441,9 +453,4 @@ impl<B: Backend> Prepared<B> {
         }
         Ok(out)
     }
-}
-
-/// The smallest value of a tensor, read back to the host.
-fn smallest<B: Backend, const D: usize>(t: Tensor<B, D>) -> f32 {
-    t.min().into_scalar().elem()
 }

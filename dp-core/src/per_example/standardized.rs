@@ -15,7 +15,6 @@
 //! in G', so they follow from the book-keeping sum Σₑ cₑ G'ₑ.
 
 use super::dense::Dense;
-use super::smallest;
 use crate::error::Result;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
@@ -37,7 +36,15 @@ pub(crate) struct Stats<B: Backend> {
     sq: Tensor<B, 2>,
     mean: Tensor<B, 2>,
     projection: Tensor<B, 2>,
+    /// One-element tensors, each positive where the Gram route's shortcuts may be inaccurate
+    /// (see [`Standardization::stats`] and [`Standardization::weight_norms_sq`]). They are
+    /// read with the norms, so deciding costs no read of its own.
+    pub doubts: Vec<Tensor<B, 1>>,
 }
+
+/// Below this |γ_c r_c| the projections are not read off the output (dividing by it would
+/// amplify rounding errors).
+const MIN_OUTPUT_SCALE: f64 = 1e-12;
 
 impl<B: Backend> Standardization<B> {
     pub fn new(raw_weight: Tensor<B, 4>, gain: Tensor<B, 1>, eps: f64) -> Self {
@@ -55,7 +62,10 @@ impl<B: Backend> Standardization<B> {
     }
 
     /// The per-channel statistics of an example's G', with `output` the layer's output in the
-    /// layout of `dense`'s g (`[E, G, o, R]`) and `bias` its bias.
+    /// layout of `dense`'s g (`[E, G, o, R]`) and `bias` its bias. With the output (the Gram
+    /// route) the projections u·G' are read off it, which is exact only if no γ_c r_c is
+    /// near 0: a doubt records whether one is. Without it they come from the per-example
+    /// gradients P, which this forms.
     pub fn stats(
         &self,
         dense: &mut Dense<B>,
@@ -68,8 +78,14 @@ impl<B: Backend> Standardization<B> {
         let mean = dense.per_channel_mean()?;
         let scale = (self.gain.clone() * self.inv_scale.clone()).reshape([c]);
         // y = γ r (a·u) + b: the projections come from the output unless some γr is 0.
+        let mut doubts = Vec::new();
         let projection = match output {
-            Some(y) if smallest(scale.clone().abs()) > 1e-12 => {
+            Some(y) => {
+                let magnitude = scale.clone().abs();
+                // Positive iff some |γr| < MIN_OUTPUT_SCALE; those channels divide by 1 here
+                // and the caller recomputes the micro-batch without the output.
+                doubts.push(magnitude.clone().min().neg().add_scalar(MIN_OUTPUT_SCALE));
+                let divisor = scale.mask_fill(magnitude.lower_elem(MIN_OUTPUT_SCALE), 1.0);
                 // Σ_r (y − b)·g = Σ_r y·g − b·Σ_r g, in [E, C] (broadcasting b over a
                 // middle axis of y is slow on burn's CPU backend).
                 let yg = (y * dense.g()?).sum_dim(3).reshape([e, c]);
@@ -77,22 +93,34 @@ impl<B: Backend> Standardization<B> {
                     Some(b) => yg - dense.per_example_bias()? * b.reshape([1, c]),
                     None => yg,
                 };
-                yg / scale.reshape([1, c])
+                yg / divisor.reshape([1, c])
             }
-            _ => dense.per_channel_projection(self.centered.clone())?,
+            None => dense.per_channel_projection(self.centered.clone())?,
         };
         Ok(Stats {
             sq,
             mean,
             projection,
+            doubts,
         })
     }
 
-    /// ‖∂L/∂w‖² per example, `[E]`, by the closed form; where it would cancel badly (the
-    /// standardization removing more than 99% of ‖G'‖² for some example and channel), from
-    /// the explicit per-example gradients instead.
-    pub fn weight_norms_sq(&self, stats: &Stats<B>, dense: &mut Dense<B>) -> Result<Tensor<B, 1>> {
+    /// ‖∂L/∂w‖² per example, `[E]`: from the per-example gradients P where they are formed
+    /// (exact), otherwise by the closed form, which cancels badly where the standardization
+    /// removes more than 99% of ‖G'‖² for some example and channel — a doubt records whether
+    /// it does, and the caller then recomputes the micro-batch with P.
+    pub fn weight_norms_sq(
+        &self,
+        stats: &mut Stats<B>,
+        dense: &mut Dense<B>,
+    ) -> Result<Tensor<B, 1>> {
         let [e, c] = stats.sq.dims();
+        if dense.has_per_example_weight() {
+            let scale = (self.gain.clone().reshape([1, c])
+                * self.inv_scale.clone().reshape([1, c]))
+            .square();
+            return Ok((self.explicit_h_sq(dense)? * scale).sum_dim(1).reshape([e]));
+        }
         let d = self.centered.dims()[1] as f64;
         let r = self.inv_scale.clone().reshape([1, c]);
         let r2 = r.clone().square();
@@ -102,11 +130,8 @@ impl<B: Backend> Standardization<B> {
                 * (r2.clone() * self.norm_sq.clone().reshape([1, c])).sub_scalar(2.0);
         let scale = (self.gain.clone().reshape([1, c]) * r).square();
         let kept = h_sq.clone() - stats.sq.clone().mul_scalar(0.01);
-        let h_sq = if smallest(kept) < 0.0 {
-            self.explicit_h_sq(dense)?
-        } else {
-            h_sq
-        };
+        // Positive iff some example and channel keeps less than 1% of ‖G'‖².
+        stats.doubts.push(kept.min().neg());
         Ok((h_sq * scale).sum_dim(1).reshape([e]))
     }
 
@@ -158,7 +183,7 @@ mod tests {
     use burn::tensor::TensorData;
 
     /// Per-example gradients almost parallel to u (the standardization removes nearly all of
-    /// them): the closed form would cancel, so the explicit form must be used, and it must
+    /// them): the closed form would cancel; with P formed the explicit form is used, and it must
     /// equal the definition ‖h‖² with h = P − mean(P) − r²(u·P)u, computed here by hand.
     #[test]
     fn cancelling_gradients_fall_back_to_the_explicit_form() {
@@ -190,15 +215,16 @@ mod tests {
         let g = Tensor::<Flex, 4>::zeros([2, 1, 2, 1], &device);
         let mut dense = Dense::from_explicit(pt.clone(), g);
         let flat = pt.reshape([2, 2, 3]);
-        let stats = Stats {
+        let mut stats = Stats {
             sq: flat.clone().square().sum_dim(2).reshape([2, 2]),
             mean: flat.clone().mean_dim(2).reshape([2, 2]),
             projection: (flat * ws.centered.clone().unsqueeze::<3>())
                 .sum_dim(2)
                 .reshape([2, 2]),
+            doubts: Vec::new(),
         };
         let got: Vec<f32> = ws
-            .weight_norms_sq(&stats, &mut dense)
+            .weight_norms_sq(&mut stats, &mut dense)
             .unwrap()
             .into_data()
             .to_vec()

@@ -2,9 +2,12 @@
 //!
 //! `cargo run --release -p examples --bin dp-bench -- --model fmnist-cnn --batch 256 --json`
 //! times, interleaved in one process after warm-up, the median non-private step, private step
-//! (fast path) and naive step (batch-of-one), and prints one JSON object per line.
+//! (fast path) and naive step (batch-of-one), and prints one JSON object per line, with the
+//! device-to-host reads dp-core made in a private step (one micro-batch: 1, the norms).
 //! `--mode nonprivate|private` runs one kind alone and adds the process's peak memory;
-//! `--mode parity` checks one seeded private step on CUDA against the CPU (needs a GPU).
+//! `--views K` times augmentation multiplicity K (K views per example, K·batch rows);
+//! `--mode check` compares the fast per-example path with the batch-of-one oracle on the
+//! device, case by case (see `examples::check`), and exits 1 if any case fails.
 
 use burn::optim::SgdConfig;
 use burn::tensor::backend::AutodiffBackend;
@@ -27,6 +30,10 @@ struct Args {
     /// Batch size (examples per step).
     #[arg(long, default_value_t = 256)]
     batch: usize,
+    /// Augmentation multiplicity K: views per example (the non-private step sees all K·batch
+    /// rows).
+    #[arg(long, default_value_t = 1)]
+    views: usize,
     /// Device.
     #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
     device: DeviceArg,
@@ -56,12 +63,16 @@ enum ModelArg {
     Wrn16_4,
     /// NFNet-F0 structure at tiny widths, 3×32×32.
     NfnetF0Tiny,
+    /// NFNet-F0 (71.5 M parameters), 3×224×224.
+    NfnetF0,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq)]
 enum DeviceArg {
     Cpu,
     Cuda,
+    /// burn's wgpu backend (Vulkan, Metal, DX12).
+    Wgpu,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq)]
@@ -69,8 +80,8 @@ enum Mode {
     Both,
     Nonprivate,
     Private,
-    /// One seeded private step on CUDA and on the CPU must agree within 1e-4.
-    Parity,
+    /// The fast per-example path against the batch-of-one oracle on the device.
+    Check,
 }
 
 fn model_name(m: ModelArg) -> &'static str {
@@ -78,6 +89,7 @@ fn model_name(m: ModelArg) -> &'static str {
         ModelArg::FmnistCnn => "fmnist-cnn",
         ModelArg::Wrn16_4 => "wrn16-4",
         ModelArg::NfnetF0Tiny => "nfnet-f0-tiny",
+        ModelArg::NfnetF0 => "nfnet-f0",
     }
 }
 
@@ -87,6 +99,9 @@ fn run<B: AutodiffBackend>(
     device_name: &str,
 ) -> Result<String, String> {
     let e = |err: dp_models::ModelError| err.to_string();
+    if args.mode == Mode::Check {
+        return check::<B>(args, &device, device_name);
+    }
     let result = match args.model {
         ModelArg::FmnistCnn => {
             let model = TanhCnn::<B>::new(10, &device).map_err(e)?;
@@ -102,8 +117,58 @@ fn run<B: AutodiffBackend>(
             let model = NfNetConfig::tiny().init::<B>(&device).map_err(e)?;
             time(args, model, [3, 32, 32], device, device_name)
         }
+        ModelArg::NfnetF0 => {
+            let model = NfNetConfig::f0().init::<B>(&device).map_err(e)?;
+            time(args, model, [3, 224, 224], device, device_name)
+        }
     };
     result.map_err(|err| err.to_string())
+}
+
+/// `--mode check`: the table, or JSON lines; an error if any case failed.
+fn check<B: AutodiffBackend>(
+    args: &Args,
+    device: &B::Device,
+    device_name: &str,
+) -> Result<String, String> {
+    eprintln!("fast path vs batch-of-one oracle on {device_name}:");
+    let rows = examples::check::run::<B>(device).map_err(|e| e.to_string())?;
+    let failed = rows.iter().filter(|r| !r.pass).count();
+    let text = if args.json {
+        rows.iter()
+            .map(|r| {
+                let mut v = json!(r);
+                v["device"] = json!(device_name);
+                v["tolerance"] = json!(examples::check::TOLERANCE);
+                v.to_string()
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    } else {
+        let mut t = format!(
+            "| case ({device_name}) | examples | norm error | sum error | pass |\n|---|---|---|---|---|\n"
+        );
+        for r in &rows {
+            t += &format!(
+                "| {} | {} | {:.1e} | {:.1e} | {} |\n",
+                r.case,
+                r.examples,
+                r.norm_error,
+                r.sum_error,
+                if r.pass { "yes" } else { "**no**" }
+            );
+        }
+        t.trim_end().to_string()
+    };
+    if failed > 0 {
+        dp_accountant::cli::print_stdout(&text);
+        return Err(format!(
+            "{failed} of {} cases beyond the tolerance {:e}",
+            rows.len(),
+            examples::check::TOLERANCE
+        ));
+    }
+    Ok(text)
 }
 
 fn time<B: AutodiffBackend, M: BenchModel<B>>(
@@ -113,12 +178,15 @@ fn time<B: AutodiffBackend, M: BenchModel<B>>(
     device: B::Device,
     device_name: &str,
 ) -> dp_core::Result<String> {
-    let batch = Batch::<B>::random(args.batch, shape, 10, &device);
+    let batch = Batch::<B>::random(args.batch * args.views, shape, 10, &device);
     let mut nonprivate_optim = SgdConfig::new().init::<B, M>();
-    let mut private_optim = bench::private_optimizer(&model, PerExampleEngine::Fast)?;
-    let mut naive_optim = bench::private_optimizer(&model, PerExampleEngine::BatchOfOne)?;
+    let mut private_optim = bench::private_optimizer(&model, PerExampleEngine::Fast, args.views)?;
+    let mut naive_optim =
+        bench::private_optimizer(&model, PerExampleEngine::BatchOfOne, args.views)?;
     let mut sampler = bench::sampler(args.batch)?;
     let (mut np_times, mut p_times, mut naive_times) = (Vec::new(), Vec::new(), Vec::new());
+    // Device-to-host reads dp-core makes in one private step (the most over the timed steps).
+    let mut reads_per_step = 0;
     let mut model = model;
     for i in 0..args.warmup + args.iters {
         let timed = i >= args.warmup;
@@ -132,12 +200,14 @@ fn time<B: AutodiffBackend, M: BenchModel<B>>(
             }
         }
         if args.mode != Mode::Nonprivate {
+            let reads = dp_core::readback::host_reads();
             let (m, ms) = bench::time_ms::<B, _>(&device, || {
                 bench::private_step(model, &mut private_optim, &mut sampler, &batch)
             });
             model = m?;
             if timed {
                 p_times.push(ms);
+                reads_per_step = reads_per_step.max(dp_core::readback::host_reads() - reads);
             }
         }
         if args.mode == Mode::Both
@@ -152,7 +222,7 @@ fn time<B: AutodiffBackend, M: BenchModel<B>>(
             }
         }
     }
-    let mut out = json!({"model": model_name(args.model), "batch": args.batch, "device": device_name, "mode": format!("{:?}", args.mode).to_lowercase()});
+    let mut out = json!({"model": model_name(args.model), "batch": args.batch, "views": args.views, "device": device_name, "mode": format!("{:?}", args.mode).to_lowercase()});
     let np = (!np_times.is_empty()).then(|| bench::median(&mut np_times));
     let p = (!p_times.is_empty()).then(|| bench::median(&mut p_times));
     let naive = (!naive_times.is_empty()).then(|| bench::median(&mut naive_times));
@@ -161,6 +231,7 @@ fn time<B: AutodiffBackend, M: BenchModel<B>>(
     }
     if let Some(p) = p {
         out["private_ms"] = json!(p);
+        out["host_reads_per_private_step"] = json!(reads_per_step);
     }
     if let (Some(np), Some(p)) = (np, p) {
         out["ratio"] = json!(p / np);
@@ -184,21 +255,12 @@ fn main() -> std::process::ExitCode {
         Ok(args) => args,
         Err(code) => return code,
     };
-    if args.mode == Mode::Parity {
-        return match examples::parity::run() {
-            Ok(true) => std::process::ExitCode::SUCCESS,
-            Ok(false) => std::process::ExitCode::from(1),
-            Err(e) => {
-                eprintln!("error: {e}");
-                std::process::ExitCode::from(2)
-            }
-        };
-    }
     let result = match args.device {
         DeviceArg::Cpu => {
             run::<burn::backend::Autodiff<dp_core::device::Cpu>>(&args, Default::default(), "cpu")
         }
         DeviceArg::Cuda => cuda(&args),
+        DeviceArg::Wgpu => wgpu(&args),
     };
     match result {
         Ok(text) => dp_accountant::cli::print_stdout(&text),
@@ -217,6 +279,19 @@ fn cuda(args: &Args) -> Result<String, String> {
         burn::backend::cuda::CudaDevice::new(0),
         "cuda",
     )
+}
+
+#[cfg(feature = "wgpu")]
+fn wgpu(args: &Args) -> Result<String, String> {
+    let adapter = dp_core::device::init_wgpu().map_err(|e| e.to_string())?;
+    eprintln!("wgpu adapter: {adapter}");
+    run::<burn::backend::Autodiff<dp_core::device::Wgpu>>(args, Default::default(), "wgpu")
+}
+
+#[cfg(not(feature = "wgpu"))]
+fn wgpu(_: &Args) -> Result<String, String> {
+    dp_core::device::init_wgpu().map_err(|e| e.to_string())?;
+    Err("--device wgpu needs a build with --features wgpu".into())
 }
 
 #[cfg(not(feature = "cuda"))]

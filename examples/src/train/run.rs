@@ -26,6 +26,9 @@ pub enum DeviceChoice {
     Cpu,
     /// burn's CUDA backend (needs a build with `--features cuda`).
     Cuda,
+    /// burn's wgpu backend on the best Vulkan, Metal or DX12 adapter (needs a build with
+    /// `--features wgpu`).
+    Wgpu,
 }
 
 /// Options of [`train`] that are not part of the run's identity.
@@ -186,7 +189,27 @@ pub fn train(config: Option<RunConfig>, options: &TrainOptions) -> Result<Outcom
             &Default::default(),
         ),
         DeviceChoice::Cuda => cuda(prepared, &run, options),
+        DeviceChoice::Wgpu => wgpu(prepared, &run, options),
     }
+}
+
+#[cfg(feature = "wgpu")]
+fn wgpu(prepared: Prepared, run: &RunDir, options: &TrainOptions) -> Result<Outcome> {
+    let adapter = dp_core::device::init_wgpu()?;
+    eprintln!("wgpu adapter: {adapter}");
+    on_backend::<burn::backend::Autodiff<dp_core::device::Wgpu>>(
+        prepared,
+        run,
+        options,
+        &Default::default(),
+    )
+}
+
+#[cfg(not(feature = "wgpu"))]
+fn wgpu(_: Prepared, _: &RunDir, _: &TrainOptions) -> Result<Outcome> {
+    Err(TrainError::Usage(
+        "--device wgpu needs a build with wgpu support: cargo run --release --features wgpu -p examples --bin dp-train -- ...".into(),
+    ))
 }
 
 #[cfg(feature = "cuda")]

@@ -2,7 +2,7 @@
 //! classifier the checkpoint and journal tests train.
 #![allow(dead_code)]
 
-use burn::backend::{Autodiff, Flex};
+use burn::backend::Flex;
 use burn::module::Module;
 use burn::tensor::activation::tanh;
 use burn::tensor::backend::Backend;
@@ -42,8 +42,31 @@ impl<B: Backend> ConvNet<B> {
     }
 }
 
-/// The autodiff CPU backend of the tests.
-pub type TB = Autodiff<Flex>;
+/// The autodiff CPU backend of the flex-only tests.
+pub type TB = backends::flex::TB;
+
+/// The test backends. Each suite in `tests/backends/` is written once against the alias `TB`
+/// (burn's convention of one test-backend alias) and runs once per backend: every test file
+/// that includes a suite declares one module per backend with that backend's `TB` and `Inner`.
+pub mod backends {
+    /// burn's CPU backend.
+    pub mod flex {
+        /// The inner (non-autodiff) backend.
+        pub type Inner = burn::backend::Flex;
+        /// The autodiff backend the suites train on.
+        pub type TB = burn::backend::Autodiff<Inner>;
+    }
+
+    /// burn's wgpu backend: cubecl's kernels, as on CUDA, on whatever Vulkan/Metal/DX12 adapter
+    /// the machine has (Mesa's lavapipe, a CPU driver, in CI).
+    #[cfg(feature = "wgpu")]
+    pub mod wgpu {
+        /// The inner (non-autodiff) backend.
+        pub type Inner = burn::backend::Wgpu;
+        /// The autodiff backend the suites train on.
+        pub type TB = burn::backend::Autodiff<Inner>;
+    }
+}
 
 /// One linear layer: `d` features to 3 classes.
 #[derive(Module, Debug)]
