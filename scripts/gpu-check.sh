@@ -17,20 +17,21 @@
 #   3. Opacus 1.6 on the same GPU (non-private, per-example hooks, ghost clipping) for the CNN
 #      and WRN-16-4 (scripts/opacus_gpu_step.py; the wheel is installed with --no-deps, since
 #      the machine reaches no package registry; its image has PyTorch).
-# DEVICE=wgpu|cpu SMOKE=1 scripts/gpu-check.sh run   runs the same sequence at small sizes
-# on another device, to try the script without a GPU (Opacus then runs on the CPU if torch
-# and opacus are importable, else is skipped).
+# DEVICE=cpu SMOKE=1 scripts/gpu-check.sh run   runs the same sequence at small sizes on
+# another device, to try the script without a GPU (Opacus then runs on the CPU if torch and
+# opacus are importable, else is skipped); DEVICE=wgpu needs FEATURES=cuda,wgpu at build time.
+# GPU_BIN=DIR takes dp-bench from DIR instead of target/gpu-bin.
 #
 # The CUDA backend links without a CUDA toolkit (libcuda and NVRTC are loaded at run time);
 # CUDARC_CUDA_VERSION=13000 matches the driver of the lent GPU machines (CUDA 13.0).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-out=target/gpu-bin
+out=${GPU_BIN:-target/gpu-bin}
 device=${DEVICE:-cuda}
 smoke=${SMOKE:-}
 case "${1:-}" in
   build)
-    CUDARC_CUDA_VERSION=13000 cargo build --release -p examples --features cuda,wgpu --bin dp-bench
+    CUDARC_CUDA_VERSION=13000 cargo build --release -p examples --features "${FEATURES:-cuda}" --bin dp-bench
     mkdir -p "$out"
     cp target/release/dp-bench "$out/"
     strip "$out/dp-bench"
