@@ -84,15 +84,15 @@ fn batch<B: Backend>(
     (x, Tensor::from_data(TensorData::new(y, [rows]), device))
 }
 
-#[allow(clippy::too_many_arguments)]
+/// A micro-batch: rows (examples × views), views per example, image shape, clipping.
+#[derive(Clone, Copy)]
+struct Batch(usize, usize, [usize; 3], Clipping);
+
 fn compare<AB: AutodiffBackend, M: AutodiffModule<AB>>(
     case: &str,
     model: &M,
     forward: impl Fn(&M, Tensor<AB, 4>) -> Tensor<AB, 2>,
-    rows: usize,
-    views: usize,
-    image: [usize; 3],
-    clipping: Clipping,
+    Batch(rows, views, image, clipping): Batch,
     device: &AB::Device,
 ) -> Result<CheckRow> {
     let (x, y) = batch::<AB>(rows, image, rows as u64 + views as u64, device);
@@ -230,121 +230,54 @@ pub fn run<AB: AutodiffBackend>(device: &AB::Device) -> Result<Vec<CheckRow>> {
             name,
             &model,
             f,
-            8,
-            1,
-            image,
-            Clipping::Flat,
+            Batch(8, 1, image, Clipping::Flat),
             device,
         ))?;
     }
     let gram = Conv2dConfig::new([4, 16], [3, 3]).with_stride([3, 3]);
     // 2×2 output positions, d = 36, o = 16: P would be over twice the activations.
     let model = block::<AB>(None, Some((gram, true)), None, 16 * 2 * 2, device)?;
-    push(compare(
-        "ws_conv2d Gram route, bias and gain",
-        &model,
-        f,
-        8,
-        1,
-        [4, 6, 6],
-        Clipping::Flat,
-        device,
-    ))?;
+    let flat = |rows, views, image| Batch(rows, views, image, Clipping::Flat);
+    let per_layer = |rows, views, image| Batch(rows, views, image, Clipping::PerLayer);
+    let name = "ws_conv2d Gram route, bias and gain";
+    push(compare(name, &model, f, flat(8, 1, [4, 6, 6]), device))?;
     let explicit = Conv2dConfig::new([4, 6], [3, 3]).with_padding([1, 1]);
-    let model = block::<AB>(
-        None,
-        Some((explicit.clone(), true)),
-        None,
-        6 * 9 * 8,
-        device,
-    )?;
-    push(compare(
-        "ws_conv2d explicit route, bias and gain",
-        &model,
-        f,
-        8,
-        1,
-        image,
-        Clipping::Flat,
-        device,
-    ))?;
+    let model = block::<AB>(None, Some((explicit, true)), None, 6 * 9 * 8, device)?;
+    let name = "ws_conv2d explicit route, bias and gain";
+    push(compare(name, &model, f, flat(8, 1, image), device))?;
     let conv = Conv2dConfig::new([4, 6], [3, 3])
         .with_stride([2, 2])
         .with_padding([1, 1]);
+    let ws = Conv2dConfig::new([6, 6], [3, 3]).with_padding([1, 1]);
     let model = block::<AB>(
         Some(conv),
-        Some((
-            Conv2dConfig::new([6, 6], [3, 3]).with_padding([1, 1]),
-            false,
-        )),
+        Some((ws, false)),
         Some((3, 6)),
         6 * 5 * 4,
         device,
     )?;
-    push(compare(
-        "conv, ws_conv, group_norm, scalar_gain",
-        &model,
-        f,
-        8,
-        1,
-        image,
-        Clipping::Flat,
-        device,
-    ))?;
-    push(compare(
-        "the same, K = 2 views, per-layer clipping",
-        &model,
-        f,
-        8,
-        2,
-        image,
-        Clipping::PerLayer,
-        device,
-    ))?;
+    let name = "conv, ws_conv, group_norm, scalar_gain";
+    push(compare(name, &model, f, flat(8, 1, image), device))?;
+    let name = "the same, K = 2 views, per-layer clipping";
+    push(compare(name, &model, f, per_layer(8, 2, image), device))?;
     let cnn = TanhCnn::<AB>::new(10, device).map_err(shape_error)?;
-    push(compare(
-        "fmnist-cnn, 16 examples",
-        &cnn,
-        |m, x| m.forward(x),
-        16,
-        1,
-        [1, 28, 28],
-        Clipping::Flat,
-        device,
-    ))?;
-    push(compare(
-        "fmnist-cnn, K = 2",
-        &cnn,
-        |m, x| m.forward(x),
-        16,
-        2,
-        [1, 28, 28],
-        Clipping::Flat,
-        device,
-    ))?;
+    let mnist = [1, 28, 28];
+    for (name, batch) in [
+        ("fmnist-cnn, 16 examples", flat(16, 1, mnist)),
+        ("fmnist-cnn, K = 2", flat(16, 2, mnist)),
+    ] {
+        push(compare(name, &cnn, |m, x| m.forward(x), batch, device))?;
+    }
     let wrn = WideResNetConfig::new(16, 4, 10)
         .init::<AB>(device)
         .map_err(shape_error)?;
-    push(compare(
-        "wrn16-4, 4 examples 3×32×32",
-        &wrn,
-        |m, x| m.forward(x),
-        4,
-        1,
-        [3, 32, 32],
-        Clipping::Flat,
-        device,
-    ))?;
-    push(compare(
-        "wrn16-4, K = 2, per-layer clipping",
-        &wrn,
-        |m, x| m.forward(x),
-        4,
-        2,
-        [3, 32, 32],
-        Clipping::PerLayer,
-        device,
-    ))?;
+    let cifar = [3, 32, 32];
+    for (name, batch) in [
+        ("wrn16-4, 4 examples 3×32×32", flat(4, 1, cifar)),
+        ("wrn16-4, K = 2, per-layer clipping", per_layer(4, 2, cifar)),
+    ] {
+        push(compare(name, &wrn, |m, x| m.forward(x), batch, device))?;
+    }
     let mut config = NfNetConfig::tiny().with_input_size(16);
     config.depths = [1, 1, 1, 1];
     let mut nfnet = config.init::<AB>(device).map_err(shape_error)?;
@@ -352,14 +285,12 @@ pub fn run<AB: AutodiffBackend>(device: &AB::Device) -> Result<Vec<CheckRow>> {
     for block in nfnet.stages.iter_mut().flatten() {
         block.skipinit_gain.gain = block.skipinit_gain.gain.clone().map(|g| g.add_scalar(0.5));
     }
+    let name = "nfnet-tiny, 4 examples 3×16×16";
     push(compare(
-        "nfnet-tiny, 4 examples 3×16×16",
+        name,
         &nfnet,
         |m, x| m.forward(x),
-        4,
-        1,
-        [3, 16, 16],
-        Clipping::Flat,
+        flat(4, 1, [3, 16, 16]),
         device,
     ))?;
     Ok(rows)
