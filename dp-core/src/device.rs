@@ -56,7 +56,8 @@ pub type Wgpu = burn::backend::Wgpu;
 /// Sets up burn's wgpu backend on its default device (the machine's best adapter) and
 /// describes the adapter, e.g. `"llvmpipe (LLVM 15.0.6, 256 bits) (Cpu, Vulkan)"`. Without an
 /// adapter this is an error, where burn's first use of the device would panic. Call it before
-/// anything else touches the wgpu device; later calls return the first call's answer.
+/// anything else touches the wgpu device to get the adapter's name (after that, it checks that
+/// the device computes); later calls return the first call's answer.
 #[cfg(feature = "wgpu")]
 pub fn init_wgpu() -> Result<String> {
     use burn::backend::wgpu::{graphics::AutoGraphicsApi, init_setup, WgpuDevice};
@@ -81,6 +82,21 @@ pub fn init_wgpu() -> Result<String> {
                     ))
                 }
                 Err(panic) => {
+                    // burn may have set the device up already (its first use does): then a
+                    // tiny computation tells whether it works.
+                    let hook = std::panic::take_hook();
+                    std::panic::set_hook(Box::new(|_| {}));
+                    let works = std::panic::catch_unwind(|| {
+                        let x = burn::tensor::Tensor::<Wgpu, 1>::from_floats(
+                            [2.0],
+                            &WgpuDevice::default(),
+                        );
+                        x.clone().mul(x).into_data().to_vec::<f32>().ok() == Some(vec![4.0])
+                    });
+                    std::panic::set_hook(hook);
+                    if matches!(works, Ok(true)) {
+                        return Ok("the default wgpu adapter (set up earlier)".into());
+                    }
                     let why = panic
                         .downcast_ref::<String>()
                         .cloned()

@@ -2,7 +2,6 @@
 //! without a usable adapter (in CI, Mesa's lavapipe) must fail here, loudly, rather than let
 //! the suites be skipped.
 
-#[cfg(feature = "wgpu")]
 #[test]
 fn a_wgpu_adapter_is_present_and_computes() {
     use burn::tensor::Tensor;
