@@ -4,10 +4,10 @@
 //!
 //! `cargo bench -p dp-core --bench noise`
 //!
-//! Medians on the 2-core development machine, idle, when the parallel sampler was introduced:
-//! 71.5 M: parallel 0.395 s, sequential 0.819 s; 1 M: parallel 7.4 ms, sequential 10.1 ms. Of
-//! the parallel 71.5 M: ~0.10 s is the kernel handing out the fresh 286 MB output (page faults,
-//! in both threads), ~0.16 s the ChaCha20 keystream (8 bytes a sample), the rest the ziggurat.
+//! Medians on the 2-core development machine (AMD EPYC), three runs, 2026-12-01: 71.5 M:
+//! parallel 0.30-0.36 s, sequential 0.81-0.86 s (0.46 s parallel before the output was advised
+//! onto huge pages: 4 KiB page faults on the fresh 286 MB output cost ~0.14 s). Of the parallel
+//! time, ~0.16 s is the ChaCha20 keystream (8 bytes a sample), the rest the ziggurat.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode};
 use dp_core::noise::GaussianNoise;

@@ -8,7 +8,8 @@
 //! 2. splits the output into chunks of a fixed [`CHUNK`] samples; chunk `i` is the ziggurat
 //!    sampler (rand_distr's `StandardNormal`) run on ChaCha20 with that key and stream
 //!    (nonce) `i`, from block 0;
-//! 3. fills the chunks in parallel with rayon, directly into the output vector.
+//! 3. fills the chunks in parallel with rayon, directly into the output vector (advised onto
+//!    transparent huge pages on Linux, so that its first touch costs few page faults).
 //!
 //! The output is a function of the key alone: chunk sizes do not depend on the number of
 //! threads, and each chunk has its own stream, so no chunk ever waits for the state of
@@ -147,6 +148,7 @@ impl GaussianNoise {
                 let mut key = [0u8; 32];
                 rng.inner().fill_bytes(&mut key);
                 let mut out = vec![0.0f32; count];
+                advise_huge_pages(&mut out);
                 fill_gaussian(&mut out, key, std);
                 Ok(out)
             }
@@ -170,6 +172,31 @@ fn fill_gaussian(out: &mut [f32], key: [u8; 32], std: f64) {
             }
         });
 }
+
+/// Asks the kernel to back `out` with transparent huge pages (2 MiB) before it is first
+/// touched: a fresh 286 MB vector costs ~70 000 page faults of 4 KiB otherwise. Only advice:
+/// nothing changes where the kernel declines.
+#[cfg(target_os = "linux")]
+fn advise_huge_pages(out: &mut [f32]) {
+    const HUGE: usize = 2 << 20;
+    let start = out.as_mut_ptr() as usize;
+    let end = start + std::mem::size_of_val(out);
+    let (first, last) = (start.next_multiple_of(HUGE), end / HUGE * HUGE);
+    if last > first {
+        // SAFETY: [first, last) lies inside `out`'s allocation, which we borrow mutably;
+        // MADV_HUGEPAGE changes neither the contents nor the validity of the mapping.
+        unsafe {
+            libc::madvise(
+                first as *mut libc::c_void,
+                last - first,
+                libc::MADV_HUGEPAGE,
+            );
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn advise_huge_pages(_out: &mut [f32]) {}
 
 /// Keystream bytes generated at a time for the ziggurat (4 KiB: stays in L1 cache).
 const BLOCK_BYTES: usize = 4096;
