@@ -30,6 +30,7 @@
 )]
 
 mod accountant;
+pub mod audit;
 pub mod calibrate;
 pub mod cli;
 mod conservative;

@@ -43,9 +43,46 @@ pub(crate) fn gaussian_epsilon(sigma: f64, delta: f64) -> f64 {
     hi
 }
 
+/// The noise multiplier σ of the Gaussian mechanism that is exactly (ε, δ)-DP: the root of
+/// δ(σ, ε) = `delta` (δ falls as σ grows), by bisection on ln σ to a relative 1e-13. For the
+/// f-DP audit, which needs the exact curve rather than a bound rounded either way.
+pub(crate) fn gaussian_sigma(epsilon: f64, delta: f64) -> f64 {
+    let delta_at = |sigma: f64| LossPair::Gaussian { sigma }.delta(epsilon);
+    let (mut lo, mut hi) = (0.1f64, 1.0f64);
+    while delta_at(lo) < delta && lo > 1e-300 {
+        hi = lo;
+        lo /= 10.0;
+    }
+    while delta_at(hi) > delta && hi < 1e300 {
+        lo = hi;
+        hi *= 10.0;
+    }
+    while hi - lo > 1e-13 * hi {
+        let mid = (lo * hi).sqrt();
+        if mid <= lo || mid >= hi {
+            break;
+        }
+        if delta_at(mid) > delta {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    0.5 * (lo + hi)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sigma_for_epsilon_and_delta_inverts_the_closed_form() {
+        for (eps, delta) in [(0.5, 1e-5), (2.0, 1e-6), (8.0, 1e-5), (1.0, 0.1)] {
+            let sigma = gaussian_sigma(eps, delta);
+            let back = LossPair::Gaussian { sigma }.delta(eps);
+            approx::assert_relative_eq!(back, delta, max_relative = 1e-9);
+        }
+    }
 
     #[test]
     fn epsilon_and_delta_are_inverse() {

@@ -1,6 +1,7 @@
 //! The privacy loss distribution (PLD) accountant.
 
 mod analytic;
+pub(crate) use analytic::gaussian_sigma;
 mod convolve;
 mod discretize;
 mod pmf;
