@@ -71,5 +71,9 @@ impl ClipSpec {
 
 /// min(1, c/√s), computed as c/max(√s, c) so a zero gradient gives 1.
 fn scale_factor<B: Backend>(squared: Tensor<B, 1>, c: f64) -> Tensor<B, 1> {
+    #[cfg(feature = "test-hooks")]
+    if crate::test_hooks::planted() == Some(crate::test_hooks::PlantedBug::NoClipping) {
+        return squared.zeros_like().add_scalar(1.0);
+    }
     squared.sqrt().clamp_min(c).recip().mul_scalar(c)
 }

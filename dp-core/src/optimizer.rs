@@ -15,7 +15,7 @@ use crate::params::{param_infos, to_gradients_params};
 use crate::per_example::FlatGrad;
 use crate::sampler::{SampledBatch, Sampling};
 use crate::validate::validate_model;
-use burn::module::AutodiffModule;
+use burn::module::{AutodiffModule, ParamId};
 use burn::optim::Optimizer;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Tensor, TensorData};
@@ -143,6 +143,9 @@ pub struct DpOptimizer<AB: AutodiffBackend, M: AutodiffModule<AB>, O: Optimizer<
     pub(crate) journal: Option<std::path::PathBuf>,
     /// Identifies the run in its checkpoints and journal (random, reveals nothing).
     pub(crate) run_id: String,
+    /// A parameter whose released (noisy) gradient is kept after each step, for audits.
+    watched: Option<ParamId>,
+    released: Option<Vec<f32>>,
     _marker: PhantomData<(AB, M)>,
 }
 
@@ -168,6 +171,8 @@ impl<AB: AutodiffBackend, M: AutodiffModule<AB>, O: Optimizer<M, AB>> DpOptimize
             steps: 0,
             journal: None,
             run_id: crate::rng::random_id()?,
+            watched: None,
+            released: None,
             _marker: PhantomData,
         })
     }
@@ -176,6 +181,20 @@ impl<AB: AutodiffBackend, M: AutodiffModule<AB>, O: Optimizer<M, AB>> DpOptimize
     pub fn with_noise(mut self, noise: GaussianNoise) -> Self {
         self.noise = noise;
         self
+    }
+
+    /// Keeps, after each step, what the step released for parameter `id`: its noisy gradient
+    /// (σ-noised clipped sum over the expected batch size, as the inner optimizer gets it),
+    /// flattened. For privacy audits ([`crate::audit`]); costs one device read of that
+    /// parameter per step.
+    pub fn watch(&mut self, id: ParamId) {
+        self.watched = Some(id);
+        self.released = None;
+    }
+
+    /// The watched parameter's noisy gradient from the last step (see [`Self::watch`]).
+    pub fn released(&self) -> Option<&[f32]> {
+        self.released.as_deref()
     }
 
     /// The noise source.
@@ -298,6 +317,12 @@ impl<AB: AutodiffBackend, M: AutodiffModule<AB>, O: Optimizer<M, AB>> DpOptimize
             )));
         }
         let noise_std = self.config.noise_multiplier * self.sensitivity();
+        #[cfg(feature = "test-hooks")]
+        let noise_std = match crate::test_hooks::planted() {
+            Some(crate::test_hooks::PlantedBug::NoNoise) => 0.0,
+            Some(crate::test_hooks::PlantedBug::HalfNoise) => 0.5 * noise_std,
+            _ => noise_std,
+        };
         let expected = step.sampling.expected_batch_size();
         let mut sums = step.sum.sums;
         let mut noisy = HashMap::new();
@@ -310,6 +335,9 @@ impl<AB: AutodiffBackend, M: AutodiffModule<AB>, O: Optimizer<M, AB>> DpOptimize
             let noise = self.noise.sample(info.numel(), noise_std)?;
             let noise = Tensor::from_data(TensorData::new(noise, [info.numel()]), &sum.device());
             let update = (sum + noise).div_scalar(expected);
+            if self.watched == Some(info.id) {
+                self.released = Some(crate::readback::to_host(update.clone()));
+            }
             noisy.insert(
                 info.id,
                 FlatGrad {

@@ -187,6 +187,11 @@ impl PoissonSampler {
 impl Sampler for PoissonSampler {
     fn next_batch(&mut self) -> SampledBatch {
         let q = self.sampling_rate;
+        #[cfg(feature = "test-hooks")]
+        let q = match crate::test_hooks::planted() {
+            Some(crate::test_hooks::PlantedBug::DoubleSamplingRate) => (2.0 * q).min(1.0),
+            _ => q,
+        };
         let rng = self.rng.inner();
         let indices = (0..self.dataset_size as usize)
             .filter(|_| rng.random::<f64>() < q)

@@ -79,3 +79,31 @@ pub fn files_holding_seeds(dir: &std::path::Path, seeds: &[[u8; 32]]) -> Vec<std
     }
     found
 }
+
+/// A bug planted into the production code for a test of the privacy audit: the audit must
+/// catch each of these. Only builds with the `test-hooks` feature contain the hooks; no
+/// production flag turns noise or clipping off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PlantedBug {
+    /// No noise is added (σ is still charged).
+    NoNoise,
+    /// Per-example gradients are not clipped.
+    NoClipping,
+    /// Noise is drawn with σ/2 while σ is charged.
+    HalfNoise,
+    /// The Poisson sampler draws at twice the sampling rate it reports (and is charged for).
+    DoubleSamplingRate,
+}
+
+thread_local! {
+    static PLANTED: std::cell::Cell<Option<PlantedBug>> = const { std::cell::Cell::new(None) };
+}
+
+/// Plants `bug` (or removes it, with `None`) for the code this thread runs.
+pub fn plant(bug: Option<PlantedBug>) {
+    PLANTED.with(|p| p.set(bug));
+}
+
+pub(crate) fn planted() -> Option<PlantedBug> {
+    PLANTED.with(std::cell::Cell::get)
+}

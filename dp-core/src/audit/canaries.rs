@@ -1,0 +1,95 @@
+//! Which canaries are in the dataset, and the inputs and block that give each its gradient.
+
+use crate::error::{DpError, Result};
+use crate::layers::Linear;
+use crate::rng::SecureRng;
+use burn::module::Param;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+use rand::RngExt;
+
+/// m canaries, each in the dataset with probability ½.
+///
+/// # Privacy
+/// Membership must be drawn independently of training (its own generator): a canary's
+/// membership is the secret the audit tries to guess. With [`Canaries::from_os`] it never
+/// leaves the process except through [`Canaries::is_included`].
+#[derive(Clone, Debug)]
+pub struct Canaries {
+    included: Vec<bool>,
+}
+
+impl Canaries {
+    /// `count` canaries with membership from the operating system's entropy.
+    pub fn from_os(count: usize) -> Result<Self> {
+        Self::draw(count, &mut SecureRng::from_os()?)
+    }
+
+    /// `count` canaries with membership from a fixed seed (tests, reproducible audits).
+    pub fn seeded(count: usize, seed: u64) -> Result<Self> {
+        Self::draw(count, &mut SecureRng::seeded(seed))
+    }
+
+    fn draw(count: usize, rng: &mut SecureRng) -> Result<Self> {
+        if count < 2 {
+            return Err(DpError::invalid("canaries", "m", count, ">= 2"));
+        }
+        let rng = rng.inner();
+        let included: Vec<bool> = (0..count).map(|_| rng.random::<bool>()).collect();
+        Ok(Self { included })
+    }
+
+    /// m.
+    pub fn count(&self) -> usize {
+        self.included.len()
+    }
+
+    /// Whether canary `i` is in the dataset.
+    pub fn is_included(&self, i: usize) -> bool {
+        self.included.get(i).copied().unwrap_or(false)
+    }
+
+    /// The canaries in the dataset, in increasing order.
+    pub fn included(&self) -> Vec<usize> {
+        (0..self.count()).filter(|i| self.included[*i]).collect()
+    }
+}
+
+/// The audit block for `count` canaries: a linear layer `count → 1` without bias, zero at the
+/// start (so a canary's coordinate starts at 0 and the final-model score is its value).
+pub fn canary_block<B: Backend>(count: usize, device: &B::Device) -> Linear<B> {
+    Linear {
+        weight: Param::from_tensor(Tensor::zeros([count, 1], device)),
+        bias: None,
+    }
+}
+
+/// Block inputs for a micro-batch: row r is `magnitude·e_j` for `rows[r] = Some(j)` (canary j),
+/// zero for `None` (a real example).
+pub fn canary_inputs<B: Backend>(
+    count: usize,
+    rows: &[Option<usize>],
+    magnitude: f64,
+    device: &B::Device,
+) -> Result<Tensor<B, 2>> {
+    if let Some(j) = rows.iter().flatten().find(|j| **j >= count) {
+        return Err(DpError::invalid("canary", "j", j, "< m"));
+    }
+    Ok(one_hot_rows(count, rows, magnitude, device))
+}
+
+/// [`canary_inputs`] for rows known to be valid.
+pub(crate) fn one_hot_rows<B: Backend>(
+    count: usize,
+    rows: &[Option<usize>],
+    magnitude: f64,
+    device: &B::Device,
+) -> Tensor<B, 2> {
+    let mut values = vec![0.0f32; rows.len() * count];
+    for (r, canary) in rows.iter().enumerate() {
+        if let Some(j) = canary.filter(|j| *j < count) {
+            values[r * count + j] = magnitude as f32;
+        }
+    }
+    Tensor::from_data(TensorData::new(values, [rows.len(), count]), device)
+}

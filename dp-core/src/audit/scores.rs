@@ -1,0 +1,55 @@
+//! Canary scores from what a run releases.
+
+/// White-box scores, accumulated step by step from the released noisy gradient of the audit
+/// block (see the [module docs](super)).
+#[derive(Clone, Debug)]
+pub struct Scores {
+    sampling_rate: f64,
+    sigma: f64,
+    log_likelihood_ratio: Vec<f64>,
+}
+
+impl Scores {
+    /// For `count` canaries under Poisson sampling at `sampling_rate`, with noise std
+    /// `noise_ratio` times a canary's clipped norm (σ for add-or-remove-one, 2σ for
+    /// replace-one).
+    pub fn new(count: usize, sampling_rate: f64, noise_ratio: f64) -> Self {
+        Self {
+            sampling_rate,
+            sigma: noise_ratio,
+            log_likelihood_ratio: vec![0.0; count],
+        }
+    }
+
+    /// Adds one step: `released` is the block's noisy gradient (flattened, one value per
+    /// canary), `scale` = expected batch size / (noise std) turns it into observations o.
+    pub fn observe(&mut self, released: &[f32], scale: f64) {
+        let (q, s) = (self.sampling_rate, self.sigma);
+        for (llr, g) in self.log_likelihood_ratio.iter_mut().zip(released) {
+            let o = *g as f64 * scale;
+            *llr += (q * (o / s - 0.5 / (s * s)).exp_m1()).ln_1p();
+        }
+    }
+
+    /// The log-likelihood ratio of each canary so far.
+    pub fn white_box(&self) -> &[f64] {
+        &self.log_likelihood_ratio
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_observation_at_the_canary_mean_raises_the_ratio_and_zero_lowers_it() {
+        // o = 1/σ: ln(1 − q + q·e^{1/(2σ²)}) > 0; o = 0: ln(1 − q + q·e^{−1/(2σ²)}) < 0.
+        let (q, sigma) = (0.1, 2.0);
+        let mut s = Scores::new(2, q, sigma);
+        s.observe(&[1.0 / sigma as f32, 0.0], 1.0);
+        let want_in = (1.0 - q + q * (0.125f64).exp()).ln();
+        let want_out = (1.0 - q + q * (-0.125f64).exp()).ln();
+        assert!((s.white_box()[0] - want_in).abs() < 1e-7);
+        assert!((s.white_box()[1] - want_out).abs() < 1e-12);
+    }
+}
