@@ -80,9 +80,10 @@ pub fn files_holding_seeds(dir: &std::path::Path, seeds: &[[u8; 32]]) -> Vec<std
     found
 }
 
-/// A bug planted into the production code for a test of the privacy audit: the audit must
-/// catch each of these. Only builds with the `test-hooks` feature contain the hooks; no
-/// production flag turns noise or clipping off.
+/// A bug planted into the production code for a test of the privacy audit. Only builds with
+/// the `test-hooks` feature contain the hooks; no production flag turns noise or clipping off.
+/// The audit catches the first three at a claim of ε = 2 (tests/tests/audit.rs); a doubled
+/// sampling rate is beyond what one-run bounds see there (README, "Privacy audit").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PlantedBug {
     /// No noise is added (σ is still charged).

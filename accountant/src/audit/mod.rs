@@ -1,5 +1,5 @@
-//! Privacy auditing: statistically valid *lower* bounds on ε from canaries, the counterpart of
-//! the accountants' upper bounds.
+//! Privacy auditing: *lower* bounds on ε from canaries, with a stated significance, the
+//! counterpart of the accountants' upper bounds.
 //!
 //! Put m canaries in the training set, each with probability ½ by a generator independent of
 //! training; after the run, score every canary from what the run released (higher: more
@@ -13,6 +13,12 @@
 //! Two methods ([`AuditMethod`]): Steinke, Nasr & Jagielski 2023 (one run, (ε, δ)) and
 //! Mahloujifar, Melis & Chaudhuri 2024 (one run, Gaussian f-DP; tighter). Both reproduce
 //! jax_privacy 2.0's `CanaryScoreAuditor` (see the crate's `tests/audit_bounds.rs`).
+//!
+//! The guarantees assume what the papers assume: each canary was put in independently with
+//! probability ½ (a split of in and out far from m/2 is a warning sign), and the threshold is
+//! either fixed in advance or chosen with [`ThresholdChoice::Bonferroni`], whose correction
+//! counts the hull's vertices as jax_privacy does (the vertices depend on the scores, so this
+//! is the field's convention rather than a union bound over every possible threshold).
 //!
 //! ```
 //! use dp_accountant::audit::{AuditMethod, CanaryScores, ThresholdChoice};
@@ -91,7 +97,8 @@ pub struct CanaryScores {
 }
 
 /// Largest ε at which `rejects` holds, given that it holds at `lo` or `lo` is returned; found
-/// by doubling, then bisection to a relative 1e-10, and returned from the rejected side.
+/// by doubling, then bisection to a relative 1e-10 (at most 200 halvings), and returned from
+/// the rejected side. Past ε = 10⁴ the search stops at the last doubling that rejected.
 fn largest_rejected(lo: f64, rejects: impl Fn(f64) -> bool) -> f64 {
     const CAP: f64 = 1e4;
     if !rejects(lo) {
@@ -106,7 +113,10 @@ fn largest_rejected(lo: f64, rejects: impl Fn(f64) -> bool) -> f64 {
             return lo;
         }
     }
-    while hi - lo > 1e-10 * hi {
+    for _ in 0..200 {
+        if hi - lo <= 1e-10 * hi {
+            break;
+        }
         let mid = 0.5 * (lo + hi);
         if rejects(mid) {
             lo = mid;

@@ -36,6 +36,13 @@ pub fn lower_bound(
     significance: f64,
     delta: f64,
 ) -> Result<LowerBound> {
+    if scores.len() != canaries.count() {
+        return Err(crate::error::DpError::Shape(format!(
+            "{} scores for {} canaries",
+            scores.len(),
+            canaries.count()
+        )));
+    }
     let (mut held_in, mut held_out) = (Vec::new(), Vec::new());
     for (i, s) in scores.iter().enumerate() {
         if canaries.is_included(i) {

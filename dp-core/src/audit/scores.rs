@@ -25,9 +25,17 @@ impl Scores {
     /// canary), `scale` = expected batch size / (noise std) turns it into observations o.
     pub fn observe(&mut self, released: &[f32], scale: f64) {
         let (q, s) = (self.sampling_rate, self.sigma);
+        let (ln_q, ln_1mq) = (q.ln(), (-q).ln_1p());
         for (llr, g) in self.log_likelihood_ratio.iter_mut().zip(released) {
             let o = *g as f64 * scale;
-            *llr += (q * (o / s - 0.5 / (s * s)).exp_m1()).ln_1p();
+            // ln(1 − q + q·eˣ) as ln(e^{ln(1−q)} + e^{ln q + x}): finite for any x.
+            let x = ln_q + o / s - 0.5 / (s * s);
+            let (hi, lo) = if x > ln_1mq { (x, ln_1mq) } else { (ln_1mq, x) };
+            *llr += if lo == f64::NEG_INFINITY {
+                hi
+            } else {
+                hi + (lo - hi).exp().ln_1p()
+            };
         }
     }
 
@@ -51,5 +59,14 @@ mod tests {
         let want_out = (1.0 - q + q * (-0.125f64).exp()).ln();
         assert!((s.white_box()[0] - want_in).abs() < 1e-7);
         assert!((s.white_box()[1] - want_out).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_huge_observation_stays_finite() {
+        // σ = 0.01: o/σ ≈ 1e6 would overflow exp.
+        let mut s = Scores::new(1, 0.5, 0.01);
+        s.observe(&[1e4], 1.0);
+        let x = 0.5f64.ln() + 1e6 - 0.5 / 1e-4;
+        assert!((s.white_box()[0] - x).abs() < 1e-6 * x.abs());
     }
 }

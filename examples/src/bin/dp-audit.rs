@@ -233,13 +233,28 @@ fn report_json(r: &MechanismAuditReport, a: &MechanismArgs) -> serde_json::Value
         "final_model": pair(&r.final_model),
         "epsilon_lower_bound": r.white_box.best().max(r.final_model.best()),
         "claim_refuted": r.claim_refuted(),
+        "verdict_significance": r.verdict_significance(),
     })
 }
 
 fn report_text(r: &MechanismAuditReport, a: &MechanismArgs) -> String {
     let best = r.white_box.best().max(r.final_model.best());
+    let by = if r
+        .white_box
+        .one_run
+        .epsilon
+        .max(r.final_model.one_run.epsilon)
+        > r.claimed_epsilon
+    {
+        "a one-run bound: the run is not (ε, δ)-DP as claimed"
+    } else {
+        "an f-DP bound: the run is less private than the Gaussian trade-off curve of the claimed (ε, δ)"
+    };
     let verdict = if r.claim_refuted() {
-        format!("REFUTED: a lower bound ({best:.3}) exceeds the claimed ε; the run is not as private as claimed (confidence {})", 1.0 - r.significance)
+        format!(
+            "REFUTED by {by} (largest lower bound {best:.3}; wrong with probability at most {})",
+            r.verdict_significance()
+        )
     } else {
         format!(
             "consistent with the claim (largest lower bound {best:.3} ≤ {:.3})",
@@ -358,6 +373,13 @@ fn bound(a: BoundArgs) -> ExitCode {
         (Err(code), _) | (_, Err(code)) => return code,
     };
     let (n_in, n_out) = (held_in.len(), held_out.len());
+    let m = (n_in + n_out) as f64;
+    if ((n_in as f64 - m / 2.0) / (m / 4.0).sqrt()).abs() > 4.0 {
+        eprintln!(
+            "warning: {n_in} in and {n_out} out is unlikely for canaries put in with probability ½ each; \
+             the bound is valid only for such canaries"
+        );
+    }
     let method = match a.method {
         MethodArg::OneRun => AuditMethod::OneRun,
         MethodArg::Fdp => AuditMethod::Fdp,
