@@ -46,44 +46,41 @@ fn bound(shift: f64, method: AuditMethod) -> f64 {
         .epsilon
 }
 
+/// Each case: μ, the published value (rtol 1e-5), jax_privacy's full output (rtol 1e-7: its
+/// root search stops at xtol 1e-6); μ = 0 gives 0.
+fn reproduces(method: AuditMethod, cases: [(f64, f64, f64); 3]) {
+    for (shift, published, full) in cases {
+        let got = bound(shift, method);
+        for (want, rtol) in [(published, 1e-5), (full, 1e-7)] {
+            assert!(
+                (got - want).abs() <= rtol * want,
+                "{method:?} μ = {shift}: {got} vs {want}"
+            );
+        }
+    }
+    assert_eq!(bound(0.0, method), 0.0);
+}
+
 #[test]
 fn one_run_reproduces_jax_privacy() {
-    // Published (rtol 1e-5) and jax_privacy's full output (rtol 1e-7: its root search stops at
-    // xtol 1e-6).
-    for (shift, want, full) in [
-        (1.0, 1.13346, 1.1334595177700586),
-        (2.0, 2.311945, 2.3119452296146563),
-        (4.0, 4.395568, 4.395567698033991),
-    ] {
-        let got = bound(shift, AuditMethod::OneRun);
-        assert!(
-            (got - want).abs() <= 1e-5 * want,
-            "μ = {shift}: {got} vs {want}"
-        );
-        assert!(
-            (got - full).abs() <= 1e-7 * full,
-            "μ = {shift}: {got} vs {full}"
-        );
-    }
-    assert_eq!(bound(0.0, AuditMethod::OneRun), 0.0);
+    reproduces(
+        AuditMethod::OneRun,
+        [
+            (1.0, 1.13346, 1.1334595177700586),
+            (2.0, 2.311945, 2.3119452296146563),
+            (4.0, 4.395568, 4.395567698033991),
+        ],
+    );
 }
 
 #[test]
 fn fdp_reproduces_jax_privacy() {
-    for (shift, want, full) in [
-        (1.0, 2.164749, 2.164749246983307),
-        (2.0, 4.7218075, 4.721806448645861),
-        (4.0, 9.133752, 9.133751869736436),
-    ] {
-        let got = bound(shift, AuditMethod::Fdp);
-        assert!(
-            (got - want).abs() <= 1e-5 * want,
-            "μ = {shift}: {got} vs {want}"
-        );
-        assert!(
-            (got - full).abs() <= 1e-7 * full,
-            "μ = {shift}: {got} vs {full}"
-        );
-    }
-    assert_eq!(bound(0.0, AuditMethod::Fdp), 0.0);
+    reproduces(
+        AuditMethod::Fdp,
+        [
+            (1.0, 2.164749, 2.164749246983307),
+            (2.0, 4.7218075, 4.721806448645861),
+            (4.0, 9.133752, 9.133751869736436),
+        ],
+    );
 }
