@@ -98,3 +98,69 @@ fn half_the_noise_is_caught() {
     // buggy mechanism, σ/2 = 0.3585, by PLD: 20.1).
     caught(PlantedBug::HalfNoise);
 }
+
+#[test]
+fn canary_rows_touch_only_their_coordinate_and_real_rows_only_the_model() {
+    // A micro-batch of two real rows and two canaries (j = 1 and 3, M = 10·C) through the
+    // fast path and the batch-of-one oracle: the block's clipped sum is e_1 + e_3 exactly, and
+    // the model's equals that of the two real rows alone.
+    use burn::tensor::{Distribution, Tensor};
+    use dp_core::audit::{canary_block, canary_inputs, Audited};
+    use dp_core::layers::LinearConfig;
+    use dp_core::{clip_and_sum, ClipSpec, Clipping, PerExampleEngine};
+    let device = Default::default();
+    let net = LinearConfig::new(3, 2).init::<B>(&device).unwrap();
+    let audited = Audited {
+        model: net.clone(),
+        block: canary_block::<B>(4, &device),
+    };
+    let x: Tensor<B, 2> = Tensor::random([4, 3], Distribution::Normal(0.0, 1.0), &device);
+    let is_real = Tensor::<B, 1>::from_floats([1.0, 1.0, 0.0, 0.0], &device);
+    let canaries = canary_inputs::<B>(4, &[None, None, Some(1), Some(3)], 10.0, &device).unwrap();
+    let clip = ClipSpec::new(1.0, Clipping::Flat).unwrap();
+    let real_loss = |m: &dp_core::layers::Linear<B>, x: Tensor<B, 2>| {
+        m.forward(x).powf_scalar(2.0).sum_dim(1).reshape([-1])
+    };
+    for engine in [PerExampleEngine::Fast, PerExampleEngine::BatchOfOne] {
+        let with = clip_and_sum(
+            engine,
+            &audited,
+            4,
+            1,
+            |m, r| {
+                m.losses(
+                    real_loss(&m.model, x.clone().slice([r.clone()])),
+                    is_real.clone().slice([r.clone()]),
+                    canaries.clone().slice([r]),
+                )
+            },
+            &clip,
+            0,
+        )
+        .unwrap();
+        let alone = clip_and_sum(
+            engine,
+            &net,
+            2,
+            1,
+            |m, r| real_loss(m, x.clone().slice([r])),
+            &clip,
+            0,
+        )
+        .unwrap();
+        assert_eq!(
+            with.gradient(audited.block.weight.id).unwrap(),
+            vec![0.0, 1.0, 0.0, 1.0],
+            "{engine:?}"
+        );
+        let (a, b) = (
+            with.gradient(audited.model.weight.id).unwrap(),
+            alone.gradient(net.weight.id).unwrap(),
+        );
+        for (u, v) in a.iter().zip(&b) {
+            assert!((u - v).abs() <= 1e-6 * (1.0 + v.abs()), "{engine:?}: {a:?} vs {b:?}");
+        }
+        // The canary rows' norms are M = 10 (before clipping).
+        assert!((with.norms()[2] - 10.0).abs() < 1e-4 && (with.norms()[3] - 10.0).abs() < 1e-4);
+    }
+}

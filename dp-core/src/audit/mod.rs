@@ -17,10 +17,12 @@
 //! under Poisson sampling, Σ_t ln(1 − q + q·exp(o/σ_eff − 1/(2σ_eff²))). From the final model
 //! only, the score is how far the canary's coordinate moved down from its start.
 
+mod audited;
 mod canaries;
 mod mechanism;
 mod scores;
 
+pub use audited::Audited;
 pub use canaries::{canary_block, canary_inputs, Canaries};
 pub use mechanism::{AuditBounds, MechanismAudit, MechanismAuditReport};
 pub use scores::Scores;
