@@ -75,7 +75,7 @@ pub fn nonprivate_step<B: AutodiffBackend, M: BenchModel<B>, O: Optimizer<M, B>>
 
 /// A DP optimizer for the benchmark: σ = 1, C = 1, `views` views per example, fixed-size
 /// batches, seeded noise.
-pub fn private_optimizer<B: AutodiffBackend, M: BenchModel<B>>(
+pub fn private_optimizer<B: AutodiffBackend, M: AutodiffModule<B>>(
     model: &M,
     engine: PerExampleEngine,
     views: usize,
@@ -128,4 +128,69 @@ pub fn median(values: &mut [f64]) -> f64 {
 /// A fixed-size sampler drawing `batch` of `batch` examples (the data is synthetic).
 pub fn sampler(batch: usize) -> Result<FixedSizeSampler> {
     FixedSizeSampler::seeded(batch as u64, batch as u64, 0)
+}
+
+/// Canary rows for timing the audit's cost: one example in [`CANARY_EVERY`] is a canary (all
+/// its views), the others real; the block has `canaries` coordinates.
+pub struct CanaryRows<B: AutodiffBackend> {
+    /// `[rows, canaries]`: `10·e_j` on canary rows, zero elsewhere.
+    pub inputs: Tensor<B, 2>,
+    /// 1 on real rows, 0 on canary rows.
+    pub is_real: Tensor<B, 1>,
+}
+
+/// One example in this many is a canary in [`CanaryRows`] (1%: about the share of 1,000
+/// canaries, half of them in, among Fashion-MNIST's 60,000 examples, rounded up).
+pub const CANARY_EVERY: usize = 100;
+
+impl<B: AutodiffBackend> CanaryRows<B> {
+    /// For `examples` examples of `views` rows each.
+    pub fn new(examples: usize, views: usize, canaries: usize, device: &B::Device) -> Result<Self> {
+        let rows: Vec<Option<usize>> = (0..examples * views)
+            .map(|r| {
+                let e = r / views;
+                e.is_multiple_of(CANARY_EVERY)
+                    .then_some((e / CANARY_EVERY) % canaries)
+            })
+            .collect();
+        let is_real: Vec<f32> = rows
+            .iter()
+            .map(|c| if c.is_some() { 0.0 } else { 1.0 })
+            .collect();
+        Ok(Self {
+            inputs: dp_core::audit::canary_inputs(canaries, &rows, 10.0, device)?,
+            is_real: Tensor::from_data(TensorData::new(is_real, [rows.len()]), device),
+        })
+    }
+}
+
+/// [`private_step`] for a model trained with canaries.
+pub fn audited_private_step<B, M, O>(
+    model: dp_core::audit::Audited<B, M>,
+    optim: &mut DpOptimizer<B, dp_core::audit::Audited<B, M>, O>,
+    sampler: &mut FixedSizeSampler,
+    batch: &Batch<B>,
+    canaries: &CanaryRows<B>,
+) -> Result<dp_core::audit::Audited<B, M>>
+where
+    B: AutodiffBackend,
+    M: BenchModel<B> + burn::module::ModuleDisplay,
+    M::InnerModule: burn::module::ModuleDisplay,
+    O: Optimizer<dp_core::audit::Audited<B, M>, B>,
+{
+    let sampled = sampler.next_batch();
+    let rows = sampled.indices().len() * optim.config().augmult;
+    let mut step = optim.begin_step(&sampled)?;
+    optim.accumulate(&mut step, &model, rows, |m, r| {
+        let real = cross_entropy_per_row(
+            m.model.logits(batch.inputs.clone().slice(r.clone())),
+            batch.targets.clone().slice(r.clone()),
+        );
+        m.losses(
+            real,
+            canaries.is_real.clone().slice(r.clone()),
+            canaries.inputs.clone().slice(r),
+        )
+    })?;
+    optim.finish_step(step, model, 0.01)
 }

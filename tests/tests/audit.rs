@@ -158,7 +158,10 @@ fn canary_rows_touch_only_their_coordinate_and_real_rows_only_the_model() {
             alone.gradient(net.weight.id).unwrap(),
         );
         for (u, v) in a.iter().zip(&b) {
-            assert!((u - v).abs() <= 1e-6 * (1.0 + v.abs()), "{engine:?}: {a:?} vs {b:?}");
+            assert!(
+                (u - v).abs() <= 1e-6 * (1.0 + v.abs()),
+                "{engine:?}: {a:?} vs {b:?}"
+            );
         }
         // The canary rows' norms are M = 10 (before clipping).
         assert!((with.norms()[2] - 10.0).abs() < 1e-4 && (with.norms()[3] - 10.0).abs() < 1e-4);

@@ -49,6 +49,10 @@ struct Args {
     /// Timed iterations of the naive batch-of-one step (0 to skip it).
     #[arg(long, default_value_t = 3)]
     naive_iters: usize,
+    /// Also time a private step with this many canaries trained alongside (the privacy
+    /// audit's cost; 1% of the examples are canaries), side by side with the plain one.
+    #[arg(long, default_value_t = 0)]
+    audit: usize,
     /// Print JSON lines.
     #[arg(long)]
     json: bool,
@@ -171,13 +175,18 @@ fn check<B: AutodiffBackend>(
     Ok(text)
 }
 
-fn time<B: AutodiffBackend, M: BenchModel<B>>(
+fn time<B, M>(
     args: &Args,
     model: M,
     shape: [usize; 3],
     device: B::Device,
     device_name: &str,
-) -> dp_core::Result<String> {
+) -> dp_core::Result<String>
+where
+    B: AutodiffBackend,
+    M: BenchModel<B> + burn::module::ModuleDisplay,
+    M::InnerModule: burn::module::ModuleDisplay,
+{
     let batch = Batch::<B>::random(args.batch * args.views, shape, 10, &device);
     let mut nonprivate_optim = SgdConfig::new().init::<B, M>();
     let mut private_optim = bench::private_optimizer(&model, PerExampleEngine::Fast, args.views)?;
@@ -185,6 +194,23 @@ fn time<B: AutodiffBackend, M: BenchModel<B>>(
         bench::private_optimizer(&model, PerExampleEngine::BatchOfOne, args.views)?;
     let mut sampler = bench::sampler(args.batch)?;
     let (mut np_times, mut p_times, mut naive_times) = (Vec::new(), Vec::new(), Vec::new());
+    // The audited model: a copy of the model with the canary block beside it.
+    let (mut audit_model, mut audit_optim, mut audit_rows) = (None, None, None);
+    if args.audit > 0 && args.mode != Mode::Nonprivate {
+        let audited = dp_core::audit::Audited {
+            model: model.clone(),
+            block: dp_core::audit::canary_block::<B>(args.audit, &device),
+        };
+        // The white-box audit reads the block's released gradient every step: watch it.
+        let mut optim = bench::private_optimizer(&audited, PerExampleEngine::Fast, args.views)?;
+        optim.watch(audited.block.weight.id);
+        audit_optim = Some(optim);
+        audit_rows = Some(bench::CanaryRows::<B>::new(
+            args.batch, args.views, args.audit, &device,
+        )?);
+        audit_model = Some(audited);
+    }
+    let mut audit_times = Vec::new();
     // Device-to-host reads dp-core makes in one private step (the most over the timed steps).
     let mut reads_per_step = 0;
     let mut model = model;
@@ -208,6 +234,19 @@ fn time<B: AutodiffBackend, M: BenchModel<B>>(
             if timed {
                 p_times.push(ms);
                 reads_per_step = reads_per_step.max(dp_core::readback::host_reads() - reads);
+            }
+        }
+        if let (Some(optim), Some(rows), Some(audited)) = (
+            audit_optim.as_mut(),
+            audit_rows.as_ref(),
+            audit_model.take(),
+        ) {
+            let (m, ms) = bench::time_ms::<B, _>(&device, || {
+                bench::audited_private_step(audited, optim, &mut sampler, &batch, rows)
+            });
+            audit_model = Some(m?);
+            if timed {
+                audit_times.push(ms);
             }
         }
         if args.mode == Mode::Both
@@ -235,6 +274,14 @@ fn time<B: AutodiffBackend, M: BenchModel<B>>(
     }
     if let (Some(np), Some(p)) = (np, p) {
         out["ratio"] = json!(p / np);
+    }
+    if !audit_times.is_empty() {
+        let audited = bench::median(&mut audit_times);
+        out["audit_canaries"] = json!(args.audit);
+        out["audited_private_ms"] = json!(audited);
+        if let Some(p) = p {
+            out["audit_overhead"] = json!(audited / p);
+        }
     }
     if let (Some(np), Some(naive)) = (np, naive) {
         out["naive_ms"] = json!(naive);
