@@ -22,13 +22,13 @@
 //!
 //! ```
 //! use dp_accountant::audit::{AuditMethod, CanaryScores, ThresholdChoice};
-//! // Canaries that were in scored about one standard deviation higher.
-//! let normal = |p: f64| -> f64 { (p / (1.0 - p)).ln() * 0.6 }; // a rough logistic stand-in
-//! let out: Vec<f64> = (0..5000).map(|i| normal((i as f64 + 0.5) / 5000.0)).collect();
-//! let in_: Vec<f64> = out.iter().map(|s| s + 1.0).collect();
-//! let scores = CanaryScores::new(in_, out)?;
+//! // 5,000 canaries that were out scored evenly in [0, 1); the 5,000 that were in scored 0.5
+//! // higher (a strong signal: a guess "in" above 1 is always right).
+//! let out: Vec<f64> = (0..5000).map(|i| i as f64 / 5000.0).collect();
+//! let held_in: Vec<f64> = out.iter().map(|s| s + 0.5).collect();
+//! let scores = CanaryScores::new(held_in, out)?;
 //! let bound = scores.epsilon_lower_bound(AuditMethod::Fdp, 0.05, 1e-5, ThresholdChoice::Bonferroni)?;
-//! assert!(bound.epsilon > 0.5);
+//! assert!(bound.epsilon > 1.0, "{bound:?}");
 //! # Ok::<(), dp_accountant::AccountantError>(())
 //! ```
 
