@@ -38,11 +38,10 @@ pub(crate) fn rejects(
     correct: u64,
     significance: f64,
     delta: f64,
-) -> impl Fn(f64) -> bool {
-    move |epsilon| {
-        let mu = 1.0 / gaussian_sigma(epsilon, delta);
-        slack(canaries, guesses, correct, significance, mu) > 0.0
-    }
+    epsilon: f64,
+) -> bool {
+    let mu = 1.0 / gaussian_sigma(epsilon, delta);
+    slack(canaries, guesses, correct, significance, mu) > 0.0
 }
 
 #[cfg(test)]

@@ -185,23 +185,9 @@ impl CanaryScores {
             }
         };
         let m = self.canaries();
-        let rejects = |rule: &Rule| -> Box<dyn Fn(f64) -> bool> {
-            match method {
-                AuditMethod::OneRun => Box::new(one_run::rejects(
-                    m,
-                    rule.guesses,
-                    rule.correct,
-                    rule_significance,
-                    delta,
-                )),
-                AuditMethod::Fdp => Box::new(fdp::rejects(
-                    m,
-                    rule.guesses,
-                    rule.correct,
-                    rule_significance,
-                    delta,
-                )),
-            }
+        let test = match method {
+            AuditMethod::OneRun => one_run::rejects,
+            AuditMethod::Fdp => fdp::rejects,
         };
         // Most precise rules first, so that later ones mostly fail the one test at the best
         // ε so far (the rejection is monotone in ε). Rules no better than chance reject
@@ -225,11 +211,20 @@ impl CanaryScores {
             rule_significance,
         };
         for rule in candidates {
-            let test = rejects(rule);
-            if !test(best.epsilon) {
+            let at = |epsilon| {
+                test(
+                    m,
+                    rule.guesses,
+                    rule.correct,
+                    rule_significance,
+                    delta,
+                    epsilon,
+                )
+            };
+            if !at(best.epsilon) {
                 continue;
             }
-            let epsilon = largest_rejected(best.epsilon, test);
+            let epsilon = largest_rejected(best.epsilon, at);
             if epsilon > best.epsilon || best.guesses == 0 {
                 best = LowerBound {
                     epsilon,

@@ -11,29 +11,33 @@
 use super::binomial::Binomial;
 
 /// The p-value of `correct` right out of `guesses` among `canaries`, under (ε, δ)-DP.
-pub(crate) fn p_value(canaries: u64, guesses: u64, correct: u64, epsilon: f64, delta: f64) -> f64 {
+#[cfg(test)]
+fn p_value(canaries: u64, guesses: u64, correct: u64, epsilon: f64, delta: f64) -> f64 {
     let w = Binomial::from_log_odds(guesses, epsilon);
-    let beta = w.at_least(correct);
+    with_delta(w.at_least(correct), &w, canaries, correct, delta)
+}
+
+/// β plus the δ term, capped at 1.
+fn with_delta(beta: f64, w: &Binomial, canaries: u64, correct: u64, delta: f64) -> f64 {
     if delta == 0.0 {
         return beta;
     }
-    let alpha = w.max_average_below(correct);
-    (beta + alpha * delta * 2.0 * canaries as f64).min(1.0)
+    (beta + w.max_average_below(correct) * delta * 2.0 * canaries as f64).min(1.0)
 }
 
-/// Whether (ε, δ)-DP is rejected at `significance`.
+/// Whether (ε, δ)-DP is rejected at `significance`: β alone is a lower bound on the p-value,
+/// so the δ term is computed only where β rejects.
 pub(crate) fn rejects(
     canaries: u64,
     guesses: u64,
     correct: u64,
     significance: f64,
     delta: f64,
-) -> impl Fn(f64) -> bool {
-    move |epsilon| {
-        // β alone is a cheaper lower bound on the p-value: if it does not reject, nothing does.
-        p_value(canaries, guesses, correct, epsilon, 0.0) < significance
-            && p_value(canaries, guesses, correct, epsilon, delta) < significance
-    }
+    epsilon: f64,
+) -> bool {
+    let w = Binomial::from_log_odds(guesses, epsilon);
+    let beta = w.at_least(correct);
+    beta < significance && with_delta(beta, &w, canaries, correct, delta) < significance
 }
 
 #[cfg(test)]
