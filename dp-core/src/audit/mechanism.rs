@@ -118,7 +118,20 @@ impl MechanismAuditReport {
 }
 
 impl MechanismAudit {
-    fn validate(&self) -> Result<()> {
+    /// Checks every setting (errors name the field, e.g. `noise_multiplier`); [`Self::run`]
+    /// does this first.
+    pub fn validate(&self) -> Result<()> {
+        if self.canaries < 2 {
+            return Err(DpError::invalid("canaries", "m", self.canaries, ">= 2"));
+        }
+        if !(self.sampling_rate > 0.0 && self.sampling_rate <= 1.0) {
+            return Err(DpError::invalid(
+                "sampling_rate",
+                "q",
+                self.sampling_rate,
+                "in (0, 1]",
+            ));
+        }
         if !(self.noise_multiplier.is_finite() && self.noise_multiplier > 0.0) {
             return Err(DpError::invalid(
                 "noise_multiplier",

@@ -19,6 +19,7 @@ use dp_accountant::audit::{AuditMethod, CanaryScores, LowerBound, ThresholdChoic
 use dp_accountant::cli::{parse_args, print_stdout};
 use dp_accountant::AccountantKind;
 use dp_core::audit::{MechanismAudit, MechanismAuditReport};
+use dp_core::DpError;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 use std::io::IsTerminal;
@@ -143,44 +144,6 @@ fn main() -> ExitCode {
     }
 }
 
-fn check_flags(a: &MechanismArgs) -> Result<(), ExitCode> {
-    let open01 = |x: f64| x > 0.0 && x < 1.0;
-    if !(a.noise_multiplier.is_finite() && a.noise_multiplier > 0.0) {
-        return Err(bad(
-            "--noise-multiplier",
-            format!("{} must be > 0 and finite", a.noise_multiplier),
-        ));
-    }
-    if !(a.sampling_rate > 0.0 && a.sampling_rate <= 1.0) {
-        return Err(bad(
-            "--sampling-rate",
-            format!("{} must be in (0, 1]", a.sampling_rate),
-        ));
-    }
-    if a.steps == 0 {
-        return Err(bad("--steps", "0 must be >= 1"));
-    }
-    if !open01(a.delta) {
-        return Err(bad("--delta", format!("{} must be in (0, 1)", a.delta)));
-    }
-    if a.canaries < 2 {
-        return Err(bad("--canaries", format!("{} must be >= 2", a.canaries)));
-    }
-    if !open01(a.significance) {
-        return Err(bad(
-            "--significance",
-            format!("{} must be in (0, 1)", a.significance),
-        ));
-    }
-    if !(a.canary_norm.is_finite() && a.canary_norm >= 1.0) {
-        return Err(bad(
-            "--canary-norm",
-            format!("{} must be >= 1", a.canary_norm),
-        ));
-    }
-    Ok(())
-}
-
 /// Progress on stderr: a bar on a terminal, a line at every tenth of the steps otherwise.
 fn progress(total: u64, quiet: bool) -> impl FnMut(u64, u64) {
     let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
@@ -284,12 +247,6 @@ fn report_text(r: &MechanismAuditReport, a: &MechanismArgs) -> String {
 }
 
 fn mechanism(a: MechanismArgs) -> ExitCode {
-    if let Err(code) = check_flags(&a) {
-        return code;
-    }
-    if a.seed.is_some() {
-        eprintln!("warning: --seed makes membership, sampling and noise reproducible: for tests, not for privacy");
-    }
     let mut audit = MechanismAudit::new(a.noise_multiplier, a.sampling_rate, a.steps, a.delta);
     audit.canaries = a.canaries;
     audit.significance = a.significance;
@@ -299,6 +256,18 @@ fn mechanism(a: MechanismArgs) -> ExitCode {
         AccountantArg::Pld => AccountantKind::Pld,
     };
     audit.seed = a.seed;
+    // The settings' field names are the flags' names with dashes.
+    if let Err(e) = audit.validate() {
+        return match &e {
+            DpError::InvalidParameter { name, .. } => {
+                bad(&format!("--{}", name.replace('_', "-")), e)
+            }
+            _ => bad("dp-audit mechanism", e),
+        };
+    }
+    if a.seed.is_some() {
+        eprintln!("warning: --seed makes membership, sampling and noise reproducible: for tests, not for privacy");
+    }
     let report =
         match audit.run::<Autodiff<Flex>>(&Default::default(), progress(a.steps, a.no_progress)) {
             Ok(r) => r,
