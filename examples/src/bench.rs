@@ -5,6 +5,7 @@ use burn::optim::{GradientsParams, Optimizer, SgdConfig};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
 use dp_accountant::{AccountantConfig, AccountantKind, NeighboringRelation};
+use dp_core::audit::CanaryRows;
 use dp_core::loss::cross_entropy_per_row;
 use dp_core::noise::GaussianNoise;
 use dp_core::sampler::{FixedSizeSampler, Sampler};
@@ -130,38 +131,27 @@ pub fn sampler(batch: usize) -> Result<FixedSizeSampler> {
     FixedSizeSampler::seeded(batch as u64, batch as u64, 0)
 }
 
-/// Canary rows for timing the audit's cost: one example in [`CANARY_EVERY`] is a canary (all
-/// its views), the others real; the block has `canaries` coordinates.
-pub struct CanaryRows<B: AutodiffBackend> {
-    /// `[rows, canaries]`: `10·e_j` on canary rows, zero elsewhere.
-    pub inputs: Tensor<B, 2>,
-    /// 1 on real rows, 0 on canary rows.
-    pub is_real: Tensor<B, 1>,
-}
-
-/// One example in this many is a canary in [`CanaryRows`] (1%: about the share of 1,000
+/// One example in this many is a canary in [`canary_rows`] (1%: about the share of 1,000
 /// canaries, half of them in, among Fashion-MNIST's 60,000 examples, rounded up).
 pub const CANARY_EVERY: usize = 100;
 
-impl<B: AutodiffBackend> CanaryRows<B> {
-    /// For `examples` examples of `views` rows each.
-    pub fn new(examples: usize, views: usize, canaries: usize, device: &B::Device) -> Result<Self> {
-        let rows: Vec<Option<usize>> = (0..examples * views)
-            .map(|r| {
-                let e = r / views;
-                e.is_multiple_of(CANARY_EVERY)
-                    .then_some((e / CANARY_EVERY) % canaries)
-            })
-            .collect();
-        let is_real: Vec<f32> = rows
-            .iter()
-            .map(|c| if c.is_some() { 0.0 } else { 1.0 })
-            .collect();
-        Ok(Self {
-            inputs: dp_core::audit::canary_inputs(canaries, &rows, 10.0, device)?,
-            is_real: Tensor::from_data(TensorData::new(is_real, [rows.len()]), device),
+/// Canary rows for timing the audit's cost: one example in [`CANARY_EVERY`] is a canary (all
+/// its views), the others real; the block has `canaries` coordinates. For `examples` examples
+/// of `views` rows each.
+pub fn canary_rows<B: AutodiffBackend>(
+    examples: usize,
+    views: usize,
+    canaries: usize,
+    device: &B::Device,
+) -> Result<CanaryRows<B>> {
+    let rows: Vec<Option<usize>> = (0..examples * views)
+        .map(|r| {
+            let e = r / views;
+            e.is_multiple_of(CANARY_EVERY)
+                .then_some((e / CANARY_EVERY) % canaries)
         })
-    }
+        .collect();
+    CanaryRows::new(canaries, &rows, 10.0, device)
 }
 
 /// [`private_step`] for a model trained with canaries.
@@ -186,11 +176,8 @@ where
             m.model.logits(batch.inputs.clone().slice(r.clone())),
             batch.targets.clone().slice(r.clone()),
         );
-        m.losses(
-            real,
-            canaries.is_real.clone().slice(r.clone()),
-            canaries.inputs.clone().slice(r),
-        )
+        let rows = canaries.slice(r);
+        m.losses(real, rows.is_real, rows.inputs)
     })?;
     optim.finish_step(step, model, 0.01)
 }

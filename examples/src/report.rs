@@ -80,6 +80,34 @@ pub struct Summary {
     pub epoch_train_s: f64,
     /// ε the preset's full run spends on the real dataset.
     pub preset_full_run_epsilon: f64,
+    /// The privacy audit of `--audit`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit: Option<Box<AuditSummary>>,
+}
+
+/// What the canaries of `dp-train --audit` showed: a lower bound on ε that holds with
+/// confidence 1 − `significance`, to set against the claimed (upper-bound) ε.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AuditSummary {
+    /// The lower bound on ε at the run's δ.
+    pub epsilon_lower_bound: f64,
+    /// `one-run` (Steinke, Nasr & Jagielski 2023) or `fdp` (Mahloujifar, Melis & Chaudhuri
+    /// 2024).
+    pub method: String,
+    /// One minus the bound's confidence.
+    pub significance: f64,
+    /// m.
+    pub canaries: usize,
+    /// Canaries that were in the dataset.
+    pub included: usize,
+    /// What the scores were computed from.
+    pub scores: String,
+    /// Whether the bound exceeds the claimed ε (the claim is then refuted).
+    pub exceeds_claim: bool,
+    /// Whether the released noise and the canaries' participation fit the charged σ and q
+    /// (`None` when every canary was in or nothing was observed).
+    #[serde(default)]
+    pub consistency: Option<dp_core::audit::ConsistencyCheck>,
 }
 
 /// The header line of `train_loss.csv`.
@@ -221,6 +249,14 @@ mod plots {
         series
     }
 
+    /// A vertical line at `x` spanning the y range of `series`.
+    fn vertical_line(name: String, x: f64, series: &[Series], color: RGBColor) -> Series {
+        let ys = series.iter().flat_map(|s| s.1.iter().map(|p| p.1));
+        let (lo, hi) = ys.fold((f64::MAX, f64::MIN), |(lo, hi), y| (lo.min(y), hi.max(y)));
+        let (lo, hi) = if lo > hi { (0.0, 100.0) } else { (lo, hi) };
+        (name, vec![(x, lo), (x, hi)], color)
+    }
+
     /// Draws `series` as lines (with markers when short) into the PNG at `path`.
     pub fn line_plot(
         path: &Path,
@@ -297,12 +333,26 @@ mod plots {
 
     /// Draws `accuracy_vs_epsilon.png` and `loss_vs_steps.png` in `dir` from its metric files;
     /// returns the paths written.
-    pub fn write_plots(dir: &Path, title: &str) -> Result<Vec<PathBuf>> {
+    /// With `audit_epsilon`, the accuracy plot marks the audit's lower bound on ε with a
+    /// vertical line.
+    pub fn write_plots(
+        dir: &Path,
+        title: &str,
+        audit_epsilon: Option<f64>,
+    ) -> Result<Vec<PathBuf>> {
         let evaluations = read_evaluations(dir)?;
         let losses = read_losses(dir)?;
         let mut written = Vec::new();
         if !evaluations.is_empty() {
-            let series = accuracy_series(&evaluations, "current weights", "EMA weights");
+            let mut series = accuracy_series(&evaluations, "current weights", "EMA weights");
+            if let Some(lower) = audit_epsilon {
+                series.push(vertical_line(
+                    format!("audit: ε ≥ {lower:.3}"),
+                    lower,
+                    &series,
+                    RGBColor(214, 39, 40),
+                ));
+            }
             let path = dir.join("accuracy_vs_epsilon.png");
             line_plot(
                 &path,

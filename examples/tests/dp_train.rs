@@ -289,6 +289,31 @@ fn bad_input_is_one_line_and_exit_2_and_leaves_runs_alone() {
     assert_one_line_error(&o, "--target-epsilon 0.001");
     assert!(!run.exists());
 
+    // Bad audit settings name their flag.
+    for (args, needle) in [
+        (vec!["--audit", "1"], "--audit 1 "),
+        (vec!["--audit", "1000"], "--audit 1000 "),
+        (vec!["--audit", "many"], "--audit"),
+        (vec!["--audit-significance", "0.1"], "need --audit"),
+        (
+            vec!["--audit", "--audit-significance", "1.5"],
+            "--audit-significance 1.5",
+        ),
+        (vec!["--audit", "--audit-method", "bogus"], "--audit-method"),
+    ] {
+        let mut all = vec![
+            "--preset",
+            "fmnist-cnn-eps3",
+            "--data-dir",
+            data_s,
+            "--out",
+            run_s,
+        ];
+        all.extend(args);
+        assert_one_line_error(&dp_train(&all), needle);
+        assert!(!run.exists());
+    }
+
     // Invalid flags and values.
     for args in [
         vec!["--preset", "fmnist-cnn-eps3", "--bogus"],

@@ -46,12 +46,13 @@ fn audit(seed: u64, bug: Option<PlantedBug>) -> MechanismAuditReport {
 
 fn describe(r: &MechanismAuditReport) -> String {
     format!(
-        "claimed {:.3}; white box: one-run {:.3}, f-DP {:.3}; final model: one-run {:.3}, f-DP {:.3}",
+        "claimed {:.3}; white box: one-run {:.3}, f-DP {:.3}; final model: one-run {:.3}, f-DP {:.3}; {:?}",
         r.claimed_epsilon,
         r.white_box.one_run.epsilon,
         r.white_box.fdp.epsilon,
         r.final_model.one_run.epsilon,
-        r.final_model.fdp.epsilon
+        r.final_model.fdp.epsilon,
+        r.consistency
     )
 }
 
@@ -62,6 +63,8 @@ fn honest_runs_stay_below_the_claim() {
     // f-DP bounds are valid for mechanisms at least as private as the Gaussian curve of
     // (ε, δ), which DP-SGD's composition is close to. Measured over seeds 0-19: white-box
     // f-DP 0.34-0.69, final-model f-DP 0.09-0.30, one-run 0: no seed is near the claim.
+    // The consistency check's two tests each reject an honest run with probability at most
+    // 1e-3: at most 4% over the 20 seeds as well.
     for seed in 0..20 {
         let r = audit(seed, None);
         assert!((r.claimed_epsilon - CLAIM).abs() < 1e-2, "{}", describe(&r));
@@ -70,14 +73,29 @@ fn honest_runs_stay_below_the_claim() {
     }
 }
 
-/// The bug must push the white-box f-DP bound past the claim.
+/// The bug must push the white-box f-DP bound past the claim (and fail the consistency check).
 fn caught(bug: PlantedBug) {
     let r = audit(1, Some(bug));
+    eprintln!("{bug:?}: {}", describe(&r));
     assert!(
         r.white_box.fdp.epsilon > r.claimed_epsilon,
         "{bug:?} not caught: {}",
         describe(&r)
     );
+    assert!(r.consistency.unwrap().rejected(), "{}", describe(&r));
+}
+
+#[test]
+fn twice_the_sampling_rate_fails_the_consistency_check_but_no_bound_sees_it() {
+    // At 2q the true ε is 3.55 (PLD); the one-run bounds reach about half of it, below the
+    // claim of 2 (measured: white-box f-DP 1.00). The participation test sees the doubled rate.
+    let r = audit(1, Some(PlantedBug::DoubleSamplingRate));
+    eprintln!("DoubleSamplingRate: {}", describe(&r));
+    let c = r.consistency.unwrap();
+    assert!(c.participation_p_value < SIGNIFICANCE, "{}", describe(&r));
+    assert!(c.noise_p_value >= SIGNIFICANCE, "{}", describe(&r));
+    assert!(r.claim_refuted());
+    assert!(r.largest_bound() <= r.claimed_epsilon, "{}", describe(&r));
 }
 
 #[test]

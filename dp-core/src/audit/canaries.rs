@@ -30,6 +30,20 @@ impl Canaries {
         Self::draw(count, &mut SecureRng::seeded(seed))
     }
 
+    /// Canaries with a membership recorded earlier ([`Self::membership`]), e.g. in a
+    /// checkpoint of an audited run.
+    pub fn from_membership(included: Vec<bool>) -> Result<Self> {
+        if included.len() < 2 {
+            return Err(DpError::invalid("canaries", "m", included.len(), ">= 2"));
+        }
+        Ok(Self { included })
+    }
+
+    /// Whether each canary is in the dataset (the audit's secret until the run has ended).
+    pub fn membership(&self) -> &[bool] {
+        &self.included
+    }
+
     fn draw(count: usize, rng: &mut SecureRng) -> Result<Self> {
         if count < 2 {
             return Err(DpError::invalid("canaries", "m", count, ">= 2"));
@@ -76,6 +90,51 @@ pub fn canary_inputs<B: Backend>(
         return Err(DpError::invalid("canary", "j", j, "< m"));
     }
     Ok(one_hot_rows(count, rows, magnitude, device))
+}
+
+/// A micro-batch's rows as [`super::Audited::losses`] takes them: the block inputs
+/// ([`canary_inputs`]) and a mask that is 1 on real rows and 0 on canary rows.
+#[derive(Clone, Debug)]
+pub struct CanaryRows<B: Backend> {
+    /// `[rows, m]`: `magnitude·e_j` on a row of canary j, zero on real rows.
+    pub inputs: Tensor<B, 2>,
+    /// `[rows]`: 1 on real rows, 0 on canary rows.
+    pub is_real: Tensor<B, 1>,
+}
+
+impl<B: Backend> CanaryRows<B> {
+    /// Rows `rows` (`Some(j)`: a row of canary j, `None`: a real row) for `count` canaries.
+    pub fn new(
+        count: usize,
+        rows: &[Option<usize>],
+        magnitude: f64,
+        device: &B::Device,
+    ) -> Result<Self> {
+        let mask: Vec<f32> = rows
+            .iter()
+            .map(|c| if c.is_some() { 0.0 } else { 1.0 })
+            .collect();
+        Ok(Self {
+            inputs: canary_inputs(count, rows, magnitude, device)?,
+            is_real: Tensor::from_data(TensorData::new(mask, [rows.len()]), device),
+        })
+    }
+
+    /// `rows` real rows and no canary (nothing is read from the host).
+    pub fn real(count: usize, rows: usize, device: &B::Device) -> Self {
+        Self {
+            inputs: Tensor::zeros([rows, count], device),
+            is_real: Tensor::ones([rows], device),
+        }
+    }
+
+    /// Rows `range` of these rows.
+    pub fn slice(&self, range: std::ops::Range<usize>) -> Self {
+        Self {
+            inputs: self.inputs.clone().slice(range.clone()),
+            is_real: self.is_real.clone().slice(range),
+        }
+    }
 }
 
 /// [`canary_inputs`] for rows known to be valid.

@@ -2,7 +2,7 @@
 //! canaries as the whole dataset, every step through [`DpOptimizer`].
 
 use super::canaries::one_hot_rows;
-use super::{canary_block, lower_bound, Canaries, Scores};
+use super::{canary_block, lower_bound, Canaries, ConsistencyCheck, Moments, Scores};
 use crate::error::{DpError, Result};
 use crate::noise::GaussianNoise;
 use crate::optimizer::{DpOptimizer, DpSgdConfig};
@@ -97,23 +97,32 @@ pub struct MechanismAuditReport {
     pub white_box: AuditBounds,
     /// Bounds from the final model only.
     pub final_model: AuditBounds,
+    /// Whether the released noise and participation fit the charged mechanism (`None` when
+    /// every canary was in).
+    pub consistency: Option<ConsistencyCheck>,
 }
 
 impl MechanismAuditReport {
-    /// Whether one of the four lower bounds exceeds the claim. Each bound holds with
-    /// probability 1 − significance, so the verdict errs with probability at most
-    /// [`Self::verdict_significance`] (a union bound). An f-DP bound above the claim refutes
-    /// the Gaussian trade-off curve of (ε, δ), which DP-SGD's composition is close to but not
-    /// exactly; a one-run bound above it refutes (ε, δ)-DP itself.
+    /// Whether one of the four lower bounds exceeds the claim, or the consistency check
+    /// rejects the charged mechanism. Each bound holds, and each of the check's two tests
+    /// passes an honest run, with probability 1 − significance, so the verdict errs with
+    /// probability at most [`Self::verdict_significance`] (a union bound). An f-DP bound above
+    /// the claim refutes the Gaussian trade-off curve of (ε, δ), which DP-SGD's composition
+    /// is close to but not exactly; a one-run bound above it refutes (ε, δ)-DP itself; a
+    /// rejected check shows less noise or more participation than charged.
     pub fn claim_refuted(&self) -> bool {
-        self.white_box.best().max(self.final_model.best()) > self.claimed_epsilon
+        self.largest_bound() > self.claimed_epsilon
+            || self.consistency.is_some_and(|c| c.rejected())
     }
-}
 
-impl MechanismAuditReport {
-    /// 4 × significance (at most 1): the error probability of [`Self::claim_refuted`].
+    /// The largest of the four lower bounds.
+    pub fn largest_bound(&self) -> f64 {
+        self.white_box.best().max(self.final_model.best())
+    }
+
+    /// 6 × significance (at most 1): the error probability of [`Self::claim_refuted`].
     pub fn verdict_significance(&self) -> f64 {
-        (4.0 * self.significance).min(1.0)
+        (6.0 * self.significance).min(1.0)
     }
 }
 
@@ -205,6 +214,7 @@ impl MechanismAudit {
         optimizer.watch(model.weight.id);
         let noise_std = self.noise_multiplier * optimizer.sensitivity();
         let mut scores = Scores::new(m, self.sampling_rate, noise_std / clip_norm);
+        let mut moments = Moments::new(m);
         let magnitude = self.canary_norm * clip_norm;
         for t in 0..self.steps {
             let batch = sampler.next_batch();
@@ -225,6 +235,7 @@ impl MechanismAudit {
                 .released()
                 .ok_or_else(|| DpError::Shape("the audit block released nothing".into()))?;
             scores.observe(released, expected / noise_std);
+            moments.observe(released, expected / noise_std);
             progress(t + 1, self.steps);
         }
         let final_values = to_host(model.weight.val());
@@ -242,6 +253,12 @@ impl MechanismAudit {
                 self.delta,
             )?,
             final_model: AuditBounds::of(&canaries, &final_scores, self.significance, self.delta)?,
+            consistency: moments.check(
+                &canaries,
+                self.sampling_rate,
+                noise_std / clip_norm,
+                self.significance,
+            ),
         })
     }
 }

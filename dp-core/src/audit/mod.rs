@@ -19,11 +19,13 @@
 
 mod audited;
 mod canaries;
+mod consistency;
 mod mechanism;
 mod scores;
 
 pub use audited::Audited;
-pub use canaries::{canary_block, canary_inputs, Canaries};
+pub use canaries::{canary_block, canary_inputs, Canaries, CanaryRows};
+pub use consistency::{ConsistencyCheck, Moments};
 pub use mechanism::{AuditBounds, MechanismAudit, MechanismAuditReport};
 pub use scores::Scores;
 

@@ -21,6 +21,16 @@ impl Scores {
         }
     }
 
+    /// Scores accumulated earlier ([`Self::white_box`], e.g. from a checkpoint), to go on
+    /// with the same `sampling_rate` and `noise_ratio`.
+    pub fn restore(sampling_rate: f64, noise_ratio: f64, log_likelihood_ratio: Vec<f64>) -> Self {
+        Self {
+            sampling_rate,
+            sigma: noise_ratio,
+            log_likelihood_ratio,
+        }
+    }
+
     /// Adds one step: `released` is the block's noisy gradient (flattened, one value per
     /// canary), `scale` = expected batch size / (noise std) turns it into observations o.
     pub fn observe(&mut self, released: &[f32], scale: f64) {

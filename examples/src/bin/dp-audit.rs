@@ -194,15 +194,18 @@ fn report_json(r: &MechanismAuditReport, a: &MechanismArgs) -> serde_json::Value
         "significance": r.significance,
         "white_box": pair(&r.white_box),
         "final_model": pair(&r.final_model),
-        "epsilon_lower_bound": r.white_box.best().max(r.final_model.best()),
+        "epsilon_lower_bound": r.largest_bound(),
+        "consistency": r.consistency,
         "claim_refuted": r.claim_refuted(),
         "verdict_significance": r.verdict_significance(),
     })
 }
 
 fn report_text(r: &MechanismAuditReport, a: &MechanismArgs) -> String {
-    let best = r.white_box.best().max(r.final_model.best());
-    let by = if r
+    let best = r.largest_bound();
+    let by = if best <= r.claimed_epsilon {
+        "the consistency check: the released noise or participation is not what was charged"
+    } else if r
         .white_box
         .one_run
         .epsilon
@@ -224,11 +227,19 @@ fn report_text(r: &MechanismAuditReport, a: &MechanismArgs) -> String {
             r.claimed_epsilon
         )
     };
+    let consistency = match &r.consistency {
+        Some(c) => format!(
+            "noise variance {:.4} (charged: 1; p = {:.3e}), participation {:.5} (charged: q; p = {:.3e})",
+            c.noise_variance, c.noise_p_value, c.participation, c.participation_p_value
+        ),
+        None => "not run (every canary was in)".into(),
+    };
     format!(
         "claimed ε = {:.4} at δ = {:e} ({} accountant; σ = {}, q = {}, T = {})\n\
          audit: {} canaries, {} in; significance {}\n\
          \x20 white box (every step): f-DP ε ≥ {:.4}, one-run ε ≥ {:.4}\n\
          \x20 final model only:       f-DP ε ≥ {:.4}, one-run ε ≥ {:.4}\n\
+         \x20 consistency:            {consistency}\n\
          verdict: {verdict}",
         r.claimed_epsilon,
         r.delta,

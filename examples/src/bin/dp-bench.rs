@@ -205,7 +205,7 @@ where
         let mut optim = bench::private_optimizer(&audited, PerExampleEngine::Fast, args.views)?;
         optim.watch(audited.block.weight.id);
         audit_optim = Some(optim);
-        audit_rows = Some(bench::CanaryRows::<B>::new(
+        audit_rows = Some(bench::canary_rows::<B>(
             args.batch, args.views, args.audit, &device,
         )?);
         audit_model = Some(audited);

@@ -11,6 +11,7 @@
 //! device), 1 on other failures.
 
 use clap::Parser;
+use dp_accountant::audit::AuditMethod;
 use dp_accountant::AccountantKind;
 use dp_core::DpError;
 use dp_models::ModelError;
@@ -104,6 +105,25 @@ struct Args {
     /// Stop after this many steps (checkpointed; continue later with --resume).
     #[arg(long)]
     pause_after: Option<u64>,
+    /// Train M canaries alongside the data (each in with probability 1/2; default 1000) and
+    /// report a lower bound on ε from them next to the claimed ε.
+    #[arg(long, value_name = "M", num_args = 0..=1, default_missing_value = "1000")]
+    audit: Option<usize>,
+    /// Significance of the audit's bound (one minus its confidence).
+    #[arg(long)]
+    audit_significance: Option<f64>,
+    /// How the audit's scores become a bound: fdp (Gaussian trade-off curve, tighter) or
+    /// one-run ((ε, δ)-DP).
+    #[arg(long, value_parser = parse_audit_method)]
+    audit_method: Option<AuditMethod>,
+}
+
+fn parse_audit_method(s: &str) -> Result<AuditMethod, String> {
+    match s {
+        "fdp" => Ok(AuditMethod::Fdp),
+        "one-run" => Ok(AuditMethod::OneRun),
+        _ => Err(format!("{s:?} is not one of fdp, one-run")),
+    }
 }
 
 fn parse_accountant(s: &str) -> Result<AccountantKind, String> {
@@ -156,6 +176,9 @@ fn run(args: Args) -> Result<String, TrainError> {
         nfnet_variant: args.nfnet_variant,
         trainable_stages: args.trainable_stages,
         resolution: args.resolution,
+        audit: args.audit,
+        audit_significance: args.audit_significance,
+        audit_method: args.audit_method,
     };
     let (config, out) = if args.resume {
         let out = args.out.clone().ok_or_else(|| {
@@ -219,6 +242,34 @@ fn run(args: Args) -> Result<String, TrainError> {
     );
     if let Some(pld) = summary.epsilon_pld.filter(|_| summary.accountant != "pld") {
         text += &format!(" (PLD: ε = {pld:.4})");
+    }
+    if let Some(a) = &summary.audit {
+        text += &format!(
+            "\naudit: ε ≥ {:.4} with confidence {} ({} method, all iterates; {} canaries, {} in): {}",
+            a.epsilon_lower_bound,
+            1.0 - a.significance,
+            a.method,
+            a.canaries,
+            a.included,
+            if a.exceeds_claim {
+                "EXCEEDS the claimed ε: the privacy claim is refuted"
+            } else {
+                "consistent with the claimed ε"
+            }
+        );
+        if let Some(c) = &a.consistency {
+            text += &format!(
+                "\naudit consistency: noise variance {:.4} (charged: 1), participation {:.5} (charged: q = {:.5}): {}",
+                c.noise_variance,
+                c.participation,
+                summary.sampling_rate,
+                if c.rejected() {
+                    "REJECTS the charged mechanism (less noise or more participation than charged)"
+                } else {
+                    "fits the charged mechanism"
+                }
+            );
+        }
     }
     text += &format!(
         "\nσ = {:.4}, q = {:.6}, {} steps, C = {}, K = {}; {:.0} s ({:.1} s per epoch)\nreport: {}",

@@ -1,10 +1,12 @@
 //! A run's settings: a preset with the command line's overrides, saved in the run directory
 //! so that `--resume` continues with exactly the same settings.
 
+use super::audit::AuditConfig;
 use crate::augment::Augment;
 use crate::data::FASHION_MNIST_DIR;
 use crate::error::{Result, TrainError};
 use crate::presets::{Dataset, ModelKind, NoiseChoice, Preset};
+use dp_accountant::audit::AuditMethod;
 use dp_accountant::AccountantKind;
 use dp_models::NfNetConfig;
 use serde::{Deserialize, Serialize};
@@ -118,6 +120,9 @@ pub struct RunConfig {
     pub eval_every: u64,
     /// Pretrained start (NFNet presets).
     pub finetune: Option<Finetune>,
+    /// Canaries trained alongside the data for a privacy audit (`--audit`).
+    #[serde(default)]
+    pub audit: Option<AuditConfig>,
 }
 
 /// Command-line changes to a preset (`None`: keep the preset's value).
@@ -157,6 +162,12 @@ pub struct Overrides {
     pub trainable_stages: Option<usize>,
     /// `--resolution`.
     pub resolution: Option<usize>,
+    /// `--audit` (canaries).
+    pub audit: Option<usize>,
+    /// `--audit-significance`.
+    pub audit_significance: Option<f64>,
+    /// `--audit-method`.
+    pub audit_method: Option<AuditMethod>,
 }
 
 fn positive(flag: &str, value: f64) -> Result<f64> {
@@ -179,9 +190,40 @@ fn at_least_one(flag: &str, value: usize) -> Result<usize> {
     }
 }
 
+/// `--audit [M]` with its significance and method (which need it).
+fn audit_config(o: &Overrides) -> Result<Option<AuditConfig>> {
+    let Some(canaries) = o.audit else {
+        if o.audit_significance.is_some() || o.audit_method.is_some() {
+            return Err(TrainError::Usage(
+                "--audit-significance and --audit-method need --audit".into(),
+            ));
+        }
+        return Ok(None);
+    };
+    if canaries < 2 {
+        return Err(TrainError::Usage(format!(
+            "--audit {canaries} must be at least 2 canaries"
+        )));
+    }
+    let significance = o
+        .audit_significance
+        .unwrap_or(AuditConfig::DEFAULT_SIGNIFICANCE);
+    if !(significance > 0.0 && significance < 1.0) {
+        return Err(TrainError::Usage(format!(
+            "--audit-significance {significance} must be in (0, 1)"
+        )));
+    }
+    Ok(Some(AuditConfig {
+        canaries,
+        significance,
+        method: o.audit_method.unwrap_or(AuditMethod::Fdp),
+    }))
+}
+
 impl RunConfig {
     /// `preset` changed by `o`, every value checked.
     pub fn new(preset: &Preset, o: Overrides) -> Result<Self> {
+        let audit = audit_config(&o)?;
         let length = match (o.epochs, o.steps) {
             (Some(_), Some(_)) => {
                 return Err(TrainError::Usage(
@@ -285,6 +327,7 @@ impl RunConfig {
             seed: o.seed,
             eval_every: o.eval_every.unwrap_or(0),
             finetune,
+            audit,
         })
     }
 

@@ -2,6 +2,7 @@
 //! update → evaluate, checkpoint and report; at the end the released model files and the
 //! summary.
 
+use super::audit::CanaryAudit;
 use super::classifier::Classifier;
 use super::eval::{evaluate, tensors};
 use super::progress::Progress;
@@ -17,10 +18,10 @@ use crate::report::{self, Evaluation, Summary};
 use burn::module::AutodiffModule;
 use burn::optim::Optimizer;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::ElementConversion;
+use burn::tensor::{ElementConversion, Int, Tensor};
 use dp_accountant::{AccountantConfig, AccountantKind, DpEvent, NeighboringRelation};
+use dp_core::audit::CanaryRows;
 use dp_core::files;
-use dp_core::loss::cross_entropy_per_row;
 use dp_core::sampler::Sampler;
 use std::cell::Cell;
 use std::path::Path;
@@ -55,6 +56,52 @@ fn epsilon_pld(plan: &PrivacyPlan, steps: u64) -> Option<f64> {
         )
         .ok()?;
     accountant.epsilon(plan.delta).ok()
+}
+
+/// A micro-batch's tensors: images and labels of its real examples (K views each) followed
+/// by its canaries' rows (zero images, label 0), and which rows are canaries.
+struct MicroBatch<B: Backend> {
+    x: Tensor<B, 4>,
+    y: Tensor<B, 1, Int>,
+    canaries: Option<MicroBatchCanaries<B>>,
+}
+
+/// The canary rows of a [`MicroBatch`] (after its `real_rows` real rows).
+struct MicroBatchCanaries<B: Backend> {
+    rows: CanaryRows<B>,
+    real_rows: usize,
+}
+
+fn micro_batch<B: Backend>(
+    ctx: &Context,
+    augment: &Augment,
+    audit: Option<&CanaryAudit>,
+    indices: &[usize],
+    step: u64,
+    device: &B::Device,
+) -> Result<MicroBatch<B>> {
+    let train = &ctx.split.train;
+    let Some(audit) = audit else {
+        let (pixels, labels) = augment.batch(train, indices, ctx.augment_seed, step);
+        let (x, y) = tensors::<B>(pixels, labels, train.shape, ctx.resolution, device);
+        return Ok(MicroBatch {
+            x,
+            y,
+            canaries: None,
+        });
+    };
+    let parts = audit.split(indices);
+    let (mut pixels, mut labels) = augment.batch(train, &parts.real, ctx.augment_seed, step);
+    let real_rows = labels.len();
+    let canary_rows = parts.canaries.len() * augment.views;
+    let [c, h, w] = train.shape;
+    pixels.resize(pixels.len() + canary_rows * c * h * w, 0.0);
+    labels.resize(real_rows + canary_rows, 0);
+    let (x, y) = tensors::<B>(pixels, labels, train.shape, ctx.resolution, device);
+    let canaries = audit
+        .rows::<B>(parts.real.len(), &parts.canaries, device)?
+        .map(|rows| MicroBatchCanaries { rows, real_rows });
+    Ok(MicroBatch { x, y, canaries })
 }
 
 /// Evaluates the current and EMA weights on the test set.
@@ -121,25 +168,50 @@ where
         let mut step = session.optimizer.begin_step(&batch)?;
         let (sum, rows) = (Cell::new(0f64), Cell::new(0usize));
         for indices in batch.micro_batches(config.micro_batch) {
-            let (pixels, labels) =
-                augment.batch(&split.train, indices, ctx.augment_seed, step_index);
-            let n_rows = labels.len();
-            let (x, y) = tensors::<AB>(pixels, labels, split.train.shape, ctx.resolution, device);
+            let MicroBatch { x, y, canaries } = micro_batch::<AB>(
+                ctx,
+                &augment,
+                session.audit.as_ref(),
+                indices,
+                step_index,
+                device,
+            )?;
+            let (n_rows, real_rows) = (y.dims()[0], canaries.as_ref().map(|c| c.real_rows));
+            let canaries = canaries.map(|c| c.rows);
             session
                 .optimizer
                 .accumulate(&mut step, &session.model, n_rows, |m, r| {
-                    let losses = cross_entropy_per_row(
-                        m.train_logits(x.clone().slice(r.clone())),
+                    let canary_rows = canaries.as_ref().map(|c| c.slice(r.clone()));
+                    let mask = canary_rows.as_ref().map(|c| c.is_real.clone());
+                    let losses = m.train_losses(
+                        x.clone().slice(r.clone()),
                         y.clone().slice(r.clone()),
+                        canary_rows,
                     );
-                    sum.set(sum.get() + losses.clone().sum().into_scalar().elem::<f64>());
-                    rows.set(rows.get() + r.len());
+                    // The training loss reported is the real rows' only.
+                    let real = match mask {
+                        Some(mask) => losses.clone() * mask,
+                        None => losses.clone(),
+                    };
+                    sum.set(sum.get() + real.sum().into_scalar().elem::<f64>());
+                    let real_in_r =
+                        real_rows.map_or(r.len(), |n| r.end.min(n).saturating_sub(r.start));
+                    rows.set(rows.get() + real_in_r);
                     losses
                 })?;
         }
         session.model = session
             .optimizer
             .finish_step(step, session.model, config.learning_rate)?;
+        if let Some(audit) = session.audit.as_mut() {
+            let noise_std =
+                session.optimizer.config().noise_multiplier * session.optimizer.sensitivity();
+            audit.observe(
+                session.optimizer.released(),
+                batch.sampling().expected_batch_size(),
+                noise_std,
+            )?;
+        }
         let done = session.optimizer.steps();
         train_s += step_started.elapsed().as_secs_f64();
         if rows.get() > 0 {
@@ -214,15 +286,15 @@ where
     finish(&session, ctx, &last, wall_s).map(Outcome::Finished)
 }
 
-/// Saves `model` as safetensors at `path` (private, atomic).
-fn save_model<B: Backend, M: burn::module::Module<B>>(model: &M, path: &Path) -> Result<()> {
+/// Saves the network of `model` as safetensors at `path` (private, atomic).
+fn save_model<B: Backend, M: Classifier<B>>(model: &M, path: &Path) -> Result<()> {
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
     let tmp = path.with_file_name(format!(
         ".{}.tmp-{}",
         name.unwrap_or_default(),
         std::process::id()
     ));
-    dp_models::save_safetensors(model, &tmp)?;
+    model.save_released(&tmp)?;
     files::make_private(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| TrainError::io(path, e))?;
     files::sync_dir(files::parent_dir(path)).map_err(|e| TrainError::io(path, e))
@@ -238,6 +310,7 @@ fn finish<AB, M, O>(
 where
     AB: AutodiffBackend,
     M: AutodiffModule<AB> + Classifier<AB>,
+    M::InnerModule: Classifier<AB::InnerBackend>,
     O: Optimizer<M, AB>,
 {
     let (config, plan, run) = (&ctx.record.config, &ctx.record.plan, ctx.run);
@@ -251,11 +324,17 @@ where
         .iter()
         .map(|e| e.train_s)
         .sum();
+    let epsilon = session.optimizer.epsilon(plan.delta)?;
+    let audit = session
+        .audit
+        .as_ref()
+        .map(|a| a.summary(plan.delta, epsilon).map(Box::new))
+        .transpose()?;
     let summary = Summary {
         preset: config.preset.clone(),
         test_accuracy: last.test_accuracy,
         test_accuracy_ema: last.test_accuracy_ema.unwrap_or(last.test_accuracy),
-        epsilon: session.optimizer.epsilon(plan.delta)?,
+        epsilon,
         delta: plan.delta,
         accountant: plan.accountant.name().to_string(),
         epsilon_pld: epsilon_pld(plan, steps),
@@ -272,9 +351,14 @@ where
         epoch_s: wall_s / epochs,
         epoch_train_s: step_seconds / epochs,
         preset_full_run_epsilon: preset(&config.preset)?.full_run_epsilon()?,
+        audit,
     };
     report::write_summary(&run.dir, &summary)?;
-    if let Err(e) = report::write_plots(&run.dir, &config.preset) {
+    if let Err(e) = report::write_plots(
+        &run.dir,
+        &config.preset,
+        summary.audit.as_ref().map(|a| a.epsilon_lower_bound),
+    ) {
         eprintln!("warning: {e}");
     }
     Ok(summary)

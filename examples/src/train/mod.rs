@@ -1,6 +1,7 @@
 //! Private training end to end: settings, checks before anything is charged, the loop,
 //! evaluation, checkpoints and reports.
 
+mod audit;
 mod classifier;
 mod config;
 mod eval;
@@ -12,6 +13,7 @@ mod run;
 mod run_dir;
 mod session;
 
+pub use audit::{AuditConfig, CanaryAudit};
 pub use classifier::Classifier;
 pub use config::{Finetune, Length, NfNetVariant, Overrides, RunConfig};
 pub use eval::evaluate;

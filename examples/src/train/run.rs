@@ -13,8 +13,9 @@ use crate::data::{read_cifar10, read_fashion_mnist, Split};
 use crate::error::{Result, TrainError};
 use crate::presets::{plan, Dataset, ModelKind};
 use crate::report::Summary;
-use burn::module::AutodiffModule;
+use burn::module::{AutodiffModule, ModuleDisplay};
 use burn::tensor::backend::{AutodiffBackend, Backend};
+use dp_core::audit::Audited;
 use dp_models::finetune::{freeze_nfnet, replace_nfnet_head};
 use dp_models::{load_safetensors, KeyLayout, NfNet, TanhCnn, WideResNetConfig};
 use std::path::{Path, PathBuf};
@@ -105,6 +106,14 @@ fn prepare_new(config: Option<RunConfig>, run: &RunDir) -> Result<Prepared> {
     let config = config.ok_or_else(|| TrainError::Usage("--preset is required".into()))?;
     run.check_available()?;
     let split = load_data(&config)?;
+    if let Some(audit) = config.audit.filter(|a| a.canaries > split.train.len()) {
+        return Err(TrainError::Usage(format!(
+            "--audit {} must be at most the {} training examples: canaries are extra examples, \
+             and the update is divided by the expected batch over both",
+            audit.canaries,
+            split.train.len()
+        )));
+    }
     let steps = config.length.steps(split.train.len(), config.batch_size)?;
     let plan = plan(
         config.noise,
@@ -239,7 +248,7 @@ fn on_backend<AB: AutodiffBackend>(
         AB::seed(device, seed);
     }
     match config.model {
-        ModelKind::TanhCnn => launch(
+        ModelKind::TanhCnn => launch_model(
             TanhCnn::<AB>::new(classes, device)?,
             prepared,
             run,
@@ -248,7 +257,7 @@ fn on_backend<AB: AutodiffBackend>(
         ),
         ModelKind::WideResNet { depth, width } => {
             let model = WideResNetConfig::new(depth, width, classes).init::<AB>(device)?;
-            launch(model, prepared, run, options, device)
+            launch_model(model, prepared, run, options, device)
         }
         ModelKind::NfNet => {
             let finetune = config
@@ -256,8 +265,30 @@ fn on_backend<AB: AutodiffBackend>(
                 .as_ref()
                 .ok_or_else(|| TrainError::Usage("nfnet-finetune needs --checkpoint".into()))?;
             let model = pretrained_nfnet::<AB>(finetune, classes, device)?;
-            launch(model, prepared, run, options, device)
+            launch_model(model, prepared, run, options, device)
         }
+    }
+}
+
+/// [`launch`] with the model alone, or beside the audit block of `--audit`.
+fn launch_model<AB, M>(
+    model: M,
+    prepared: Prepared,
+    run: &RunDir,
+    options: &TrainOptions,
+    device: &AB::Device,
+) -> Result<Outcome>
+where
+    AB: AutodiffBackend,
+    M: AutodiffModule<AB> + Classifier<AB> + ModuleDisplay,
+    M::InnerModule: Classifier<AB::InnerBackend> + ModuleDisplay,
+{
+    match prepared.record.config.audit {
+        Some(audit) => {
+            let block = dp_core::audit::canary_block::<AB>(audit.canaries, device);
+            launch(Audited { model, block }, prepared, run, options, device)
+        }
+        None => launch(model, prepared, run, options, device),
     }
 }
 
@@ -291,7 +322,7 @@ where
         None => os_seed()?,
     };
     let inner = sgd::<AB, M>(config.momentum);
-    let (session, record_digest) = match how {
+    let (mut session, record_digest) = match how {
         Start::New => start(model, inner, &record, run)?,
         Start::Resume {
             lock,
@@ -311,6 +342,16 @@ where
             (session, record_digest)
         }
     };
+    // The white-box audit reads the block's released gradient every step.
+    match (session.model.audit_block(), session.audit.is_some()) {
+        (Some(block), true) => session.optimizer.watch(block),
+        (None, false) => {}
+        _ => {
+            return Err(TrainError::Usage(
+                "internal: an audit without its block (or a block without its audit)".into(),
+            ))
+        }
+    }
     let ctx = Context {
         record: &record,
         record_digest: &record_digest,

@@ -1,6 +1,7 @@
 //! Starting a run's optimizer and sampler: fresh (writing the run's first files) or resumed
 //! from its checkpoint and journal, after checking that they continue this very run.
 
+use super::audit::CanaryAudit;
 use super::preflight::Logs;
 use super::record::RunRecord;
 use super::run_dir::{write_private, RunDir};
@@ -28,6 +29,8 @@ pub struct Session<AB: AutodiffBackend, M: AutodiffModule<AB>, O: Optimizer<M, A
     pub wall_before: f64,
     /// Steps charged after the last checkpoint of interrupted invocations (all of them).
     pub lost_steps: u64,
+    /// The canaries of `--audit` and their scores so far.
+    pub audit: Option<CanaryAudit>,
     /// Held for the whole run: no second process may write the same journal.
     pub _lock: File,
 }
@@ -49,12 +52,21 @@ pub fn sgd<AB: AutodiffBackend, M: AutodiffModule<AB>>(momentum: f64) -> impl Op
 }
 
 /// What a checkpoint's caller data records.
-fn extra(wall_s: f64, record_digest: &str, lost_steps: u64) -> serde_json::Value {
-    serde_json::json!({
+fn extra(
+    wall_s: f64,
+    record_digest: &str,
+    lost_steps: u64,
+    audit: Option<&CanaryAudit>,
+) -> serde_json::Value {
+    let mut extra = serde_json::json!({
         "wall_s": wall_s,
         "run_record_sha256": record_digest,
         "lost_steps": lost_steps,
-    })
+    });
+    if let Some(audit) = audit {
+        extra["audit"] = audit.state();
+    }
+    extra
 }
 
 /// Saves a checkpoint of `session` with its wall time.
@@ -68,7 +80,12 @@ pub fn checkpoint<AB: AutodiffBackend, M: AutodiffModule<AB>, O: Optimizer<M, AB
         run.checkpoint(),
         &session.model,
         Some(session.sampler.state()),
-        extra(wall_s, record_digest, session.lost_steps),
+        extra(
+            wall_s,
+            record_digest,
+            session.lost_steps,
+            session.audit.as_ref(),
+        ),
     )?)
 }
 
@@ -100,7 +117,21 @@ pub fn start<AB: AutodiffBackend, M: AutodiffModule<AB>, O: Optimizer<M, AB>>(
             .build(NeighboringRelation::AddOrRemoveOne)?;
         let optimizer =
             DpOptimizer::new(&model, inner, dp_config, accountant)?.with_journal(run.journal());
-        let n = record.data.train_size as u64;
+        let audit = config
+            .audit
+            .map(|a| {
+                CanaryAudit::start(
+                    a,
+                    record.data.train_size,
+                    plan.sampling_rate,
+                    plan.noise_multiplier,
+                    config.clip_norm,
+                    config.augmult,
+                    config.seed,
+                )
+            })
+            .transpose()?;
+        let n = sampled_size(record, audit.as_ref());
         let (optimizer, sampler) = match config.seed {
             Some(seed) => (
                 optimizer.with_noise(GaussianNoise::seeded(seed)),
@@ -115,6 +146,7 @@ pub fn start<AB: AutodiffBackend, M: AutodiffModule<AB>, O: Optimizer<M, AB>>(
             sampler,
             wall_before: 0.0,
             lost_steps: 0,
+            audit,
             _lock: lock,
         };
         checkpoint(&session, run, 0.0, &digest)?;
@@ -124,6 +156,11 @@ pub fn start<AB: AutodiffBackend, M: AutodiffModule<AB>, O: Optimizer<M, AB>>(
         run.abandon(created);
     }
     started
+}
+
+/// The examples the sampler draws from: the real ones and the canaries that are in.
+fn sampled_size(record: &RunRecord, audit: Option<&CanaryAudit>) -> u64 {
+    audit.map_or(record.data.train_size, CanaryAudit::dataset_size) as u64
 }
 
 fn refuse(run: &RunDir, why: String) -> TrainError {
@@ -213,12 +250,38 @@ pub fn resume<AB: AutodiffBackend, M: AutodiffModule<AB>, O: Optimizer<M, AB>>(
             resumed.lost_steps
         );
     }
-    let n = record.data.train_size as u64;
+    let audit = match record.config.audit {
+        Some(a) => Some(
+            CanaryAudit::resume(
+                a,
+                resumed.extra.get("audit"),
+                record.data.train_size,
+                plan.sampling_rate,
+                plan.noise_multiplier,
+                record.config.clip_norm,
+                record.config.augmult,
+            )
+            .map_err(|why| refuse(run, why))?,
+        ),
+        None => None,
+    };
+    let n = sampled_size(record, audit.as_ref());
     let sampler = match &resumed.sampler {
         // Fresh entropy unless seeded (the state then holds the seeded stream).
         Some(state) => PoissonSampler::from_state(state)?,
         None => PoissonSampler::new(n, plan.sampling_rate)?,
     };
+    let sampling = sampler.sampling();
+    let expected = dp_core::sampler::Sampling::Poisson {
+        sampling_rate: plan.sampling_rate,
+        dataset_size: n,
+    };
+    if sampling != expected {
+        return Err(refuse(
+            run,
+            format!("the checkpoint's sampler ({sampling:?}) is not this run's ({expected:?})"),
+        ));
+    }
     let wall_before = resumed
         .extra
         .get("wall_s")
@@ -235,6 +298,7 @@ pub fn resume<AB: AutodiffBackend, M: AutodiffModule<AB>, O: Optimizer<M, AB>>(
         sampler,
         wall_before,
         lost_steps: lost_before + resumed.lost_steps,
+        audit,
         _lock: lock,
     })
 }
