@@ -18,21 +18,29 @@ use std::path::Path;
 const CANARIES: usize = 64;
 const CLAIM: f64 = 1.0;
 
-fn audited_run(data: &Path, out: &Path, bug: Option<PlantedBug>) -> Summary {
-    let config = RunConfig::new(
+/// 20 steps at ε = 1, with K = 2 views and micro-batches of 5 examples (so canaries and real
+/// examples share micro-batches and canaries straddle them).
+fn config(data: &Path, audit: Option<usize>) -> RunConfig {
+    RunConfig::new(
         &examples::presets::preset("fmnist-cnn-quick").unwrap(),
         Overrides {
             data_dir: Some(data.to_path_buf()),
             steps: Some(20),
             batch_size: Some(16),
+            micro_batch: Some(5),
+            augmult: Some(2),
             target_epsilon: Some(CLAIM),
             seed: Some(11),
             eval_every: Some(10),
-            audit: Some(CANARIES),
+            audit,
             ..Overrides::default()
         },
     )
-    .unwrap();
+    .unwrap()
+}
+
+fn audited_run(data: &Path, out: &Path, bug: Option<PlantedBug>) -> Summary {
+    let config = config(data, Some(CANARIES));
     plant(bug);
     let summary = train(Some(config), &options(out));
     plant(None);
@@ -68,23 +76,28 @@ fn an_honest_audited_run_stays_below_its_claim_and_releases_the_network_only() {
     assert!(audit.epsilon_lower_bound <= s.epsilon && !audit.exceeds_claim);
     let check = audit.consistency.expect("the consistency check ran");
     assert!(!check.rejected(), "{check:?}");
-    // The real examples' accounting is that of the run without canaries.
-    assert_eq!(s.dataset_size, 64);
     let summary: serde_json::Value =
         serde_json::from_slice(&std::fs::read(run.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["audit"]["canaries"], CANARIES);
-    // The released files are the network's: the same tensors as a run without --audit.
-    let plain = RunConfig::new(
-        &examples::presets::preset("fmnist-cnn-quick").unwrap(),
-        Overrides {
-            data_dir: Some(data.path().to_path_buf()),
-            steps: Some(1),
-            batch_size: Some(16),
-            ..Overrides::default()
-        },
-    )
-    .unwrap();
-    train(Some(plain), &options(&out.path().join("plain"))).unwrap();
+    // The same run without --audit: the real examples are charged the same (σ, q, T, ε).
+    let plain = finished(
+        train(
+            Some(config(data.path(), None)),
+            &options(&out.path().join("plain")),
+        )
+        .unwrap(),
+    );
+    assert!(plain.audit.is_none());
+    assert_eq!(
+        (
+            plain.noise_multiplier,
+            plain.sampling_rate,
+            plain.steps,
+            plain.epsilon
+        ),
+        (s.noise_multiplier, s.sampling_rate, s.steps, s.epsilon)
+    );
+    // The released files are the network's: the same tensors as the run without --audit.
     let want = tensors(&out.path().join("plain").join("model.safetensors"));
     assert!(!want.is_empty());
     for file in ["model.safetensors", "model-ema.safetensors"] {

@@ -19,8 +19,8 @@ fn json(out: &Output) -> Value {
 #[test]
 fn the_honest_mechanism_does_not_refute_its_claim() {
     // 4,000 canaries, q = 0.02, 200 steps, σ = 0.8 (PLD: ε = 3.26 at δ = 1e-5). OS entropy, as
-    // a user runs it: a correct pipeline fails with probability at most 4 × 0.001 (two
-    // one-run bounds and the consistency check's two tests) plus the f-DP bounds' (measured
+    // a user runs it: a correct pipeline fails with probability at most 3 × 0.001 (two
+    // one-run bounds and the consistency check) plus the f-DP bounds' (measured
     // far below the claim; see tests/tests/audit.rs).
     let out = dp_audit(&[
         "mechanism",
@@ -50,7 +50,7 @@ fn the_honest_mechanism_does_not_refute_its_claim() {
     let noise_variance = v["consistency"]["noise_variance"].as_f64().unwrap();
     assert!((noise_variance - 1.0).abs() < 0.01, "{v}");
     assert!(
-        v["consistency"]["participation_p_value"].as_f64().unwrap() >= 0.001,
+        v["consistency"]["participation_p_value"].as_f64().unwrap() >= 5e-4,
         "{v}"
     );
     // Progress goes to stderr as plain lines when stderr is not a terminal.

@@ -79,6 +79,7 @@ fn paused_and_resumed_equals_uninterrupted(audit: Option<usize>) {
     assert!((resumed.test_accuracy - whole.test_accuracy).abs() < 1e-9);
     // The audit goes on where it paused: the same canaries, the same scores, the same bound.
     assert_eq!(whole.audit.is_some(), audit.is_some());
+    assert_eq!(resumed.audit.is_some(), audit.is_some());
     if let (Some(a), Some(b)) = (&whole.audit, &resumed.audit) {
         eprintln!("uninterrupted: {a:?}\nresumed: {b:?}");
         assert!(a.epsilon_lower_bound > 0.0, "{a:?}");

@@ -63,8 +63,8 @@ fn honest_runs_stay_below_the_claim() {
     // f-DP bounds are valid for mechanisms at least as private as the Gaussian curve of
     // (ε, δ), which DP-SGD's composition is close to. Measured over seeds 0-19: white-box
     // f-DP 0.34-0.69, final-model f-DP 0.09-0.30, one-run 0: no seed is near the claim.
-    // The consistency check's two tests each reject an honest run with probability at most
-    // 1e-3: at most 4% over the 20 seeds as well.
+    // The consistency check rejects an honest run with probability at most 1e-3: at most 2%
+    // over the 20 seeds as well.
     for seed in 0..20 {
         let r = audit(seed, None);
         assert!((r.claimed_epsilon - CLAIM).abs() < 1e-2, "{}", describe(&r));
@@ -92,8 +92,12 @@ fn twice_the_sampling_rate_fails_the_consistency_check_but_no_bound_sees_it() {
     let r = audit(1, Some(PlantedBug::DoubleSamplingRate));
     eprintln!("DoubleSamplingRate: {}", describe(&r));
     let c = r.consistency.unwrap();
-    assert!(c.participation_p_value < SIGNIFICANCE, "{}", describe(&r));
-    assert!(c.noise_p_value >= SIGNIFICANCE, "{}", describe(&r));
+    assert!(
+        c.participation_p_value < SIGNIFICANCE / 2.0,
+        "{}",
+        describe(&r)
+    );
+    assert!(c.noise_p_value >= SIGNIFICANCE / 2.0, "{}", describe(&r));
     assert!(r.claim_refuted());
     assert!(r.largest_bound() <= r.claimed_epsilon, "{}", describe(&r));
 }

@@ -13,7 +13,9 @@ use rand::RngExt;
 /// # Privacy
 /// Membership must be drawn independently of training (its own generator): a canary's
 /// membership is the secret the audit tries to guess. With [`Canaries::from_os`] it never
-/// leaves the process except through [`Canaries::is_included`].
+/// leaves the process except through [`Canaries::is_included`] and
+/// [`Canaries::membership`] (which `dp-train` keeps in its checkpoint, so that an audited run
+/// can resume; it tells nothing about the real examples or the noise).
 #[derive(Clone, Debug)]
 pub struct Canaries {
     included: Vec<bool>,

@@ -104,8 +104,8 @@ pub struct MechanismAuditReport {
 
 impl MechanismAuditReport {
     /// Whether one of the four lower bounds exceeds the claim, or the consistency check
-    /// rejects the charged mechanism. Each bound holds, and each of the check's two tests
-    /// passes an honest run, with probability 1 − significance, so the verdict errs with
+    /// rejects the charged mechanism. Each bound holds, and the check passes an honest run,
+    /// with probability 1 − significance, so the verdict errs with
     /// probability at most [`Self::verdict_significance`] (a union bound). An f-DP bound above
     /// the claim refutes the Gaussian trade-off curve of (ε, δ), which DP-SGD's composition
     /// is close to but not exactly; a one-run bound above it refutes (ε, δ)-DP itself; a
@@ -120,9 +120,9 @@ impl MechanismAuditReport {
         self.white_box.best().max(self.final_model.best())
     }
 
-    /// 6 × significance (at most 1): the error probability of [`Self::claim_refuted`].
+    /// 5 × significance (at most 1): the error probability of [`Self::claim_refuted`].
     pub fn verdict_significance(&self) -> f64 {
-        (6.0 * self.significance).min(1.0)
+        (5.0 * self.significance).min(1.0)
     }
 }
 

@@ -245,7 +245,7 @@ fn run(args: Args) -> Result<String, TrainError> {
     }
     if let Some(a) = &summary.audit {
         text += &format!(
-            "\naudit: ε ≥ {:.4} with confidence {} ({} method, all iterates; {} canaries, {} in): {}",
+            "\naudit: ε ≥ {:.4} with confidence {:.4} ({} method, all iterates; {} canaries, {} in): {}",
             a.epsilon_lower_bound,
             1.0 - a.significance,
             a.method,
@@ -259,14 +259,19 @@ fn run(args: Args) -> Result<String, TrainError> {
         );
         if let Some(c) = &a.consistency {
             text += &format!(
-                "\naudit consistency: noise variance {:.4} (charged: 1), participation {:.5} (charged: q = {:.5}): {}",
+                "\naudit consistency: noise variance {:.4} (charged: 1; p = {:.2e}), participation {:.5} (charged: q = {:.5}; p = {:.2e}): {}",
                 c.noise_variance,
+                c.noise_p_value,
                 c.participation,
                 summary.sampling_rate,
+                c.participation_p_value,
                 if c.rejected() {
-                    "REJECTS the charged mechanism (less noise or more participation than charged)"
+                    format!(
+                        "REJECTS the charged mechanism (less noise or more participation than charged; wrong with probability at most {})",
+                        c.significance
+                    )
                 } else {
-                    "fits the charged mechanism"
+                    "fits the charged mechanism".to_string()
                 }
             );
         }

@@ -34,6 +34,9 @@ pub struct AuditConfig {
 }
 
 impl AuditConfig {
+    /// The fewest canaries `--audit` takes (with fewer, all of them are in, or all out, too
+    /// often: probability 2^(1 − m)).
+    pub const MIN_CANARIES: usize = 20;
     /// `--audit` without a count.
     pub const DEFAULT_CANARIES: usize = 1000;
     /// `--audit-significance` unless given.
@@ -54,7 +57,7 @@ pub struct CanaryAudit {
     views: usize,
     magnitude: f64,
     sampling_rate: f64,
-    noise_multiplier: f64,
+    noise_ratio: f64,
     scores: Scores,
     moments: Moments,
 }
@@ -63,7 +66,7 @@ pub struct CanaryAudit {
 struct RunShape {
     real_size: usize,
     sampling_rate: f64,
-    noise_multiplier: f64,
+    noise_ratio: f64,
     clip_norm: f64,
     views: usize,
 }
@@ -79,12 +82,12 @@ pub struct Parts {
 impl CanaryAudit {
     /// Draws the membership of `config.canaries` canaries (from `seed` for a seeded run, from
     /// the operating system otherwise) for a run on `real_size` examples at `sampling_rate`
-    /// with `noise_multiplier` (add-or-remove-one), clip norm `clip_norm` and `views` views.
+    /// with noise std `noise_ratio` times the clip norm `clip_norm`, and `views` views.
     pub fn start(
         config: AuditConfig,
         real_size: usize,
         sampling_rate: f64,
-        noise_multiplier: f64,
+        noise_ratio: f64,
         clip_norm: f64,
         views: usize,
         seed: Option<u64>,
@@ -93,12 +96,12 @@ impl CanaryAudit {
             Some(seed) => Canaries::seeded(config.canaries, seed ^ 0x6361_6e61_7279)?,
             None => Canaries::from_os(config.canaries)?,
         };
-        let scores = Scores::new(config.canaries, sampling_rate, noise_multiplier);
+        let scores = Scores::new(config.canaries, sampling_rate, noise_ratio);
         let moments = Moments::new(config.canaries);
         let run = RunShape {
             real_size,
             sampling_rate,
-            noise_multiplier,
+            noise_ratio,
             clip_norm,
             views,
         };
@@ -120,7 +123,7 @@ impl CanaryAudit {
             views: run.views,
             magnitude: AuditConfig::CANARY_NORM * run.clip_norm,
             sampling_rate: run.sampling_rate,
-            noise_multiplier: run.noise_multiplier,
+            noise_ratio: run.noise_ratio,
             scores,
             moments,
         }
@@ -152,7 +155,7 @@ impl CanaryAudit {
         state: Option<&serde_json::Value>,
         real_size: usize,
         sampling_rate: f64,
-        noise_multiplier: f64,
+        noise_ratio: f64,
         clip_norm: f64,
         views: usize,
     ) -> std::result::Result<Self, String> {
@@ -170,10 +173,11 @@ impl CanaryAudit {
             })
             .collect::<std::result::Result<_, _>>()?;
         let values = |key: &str| -> std::result::Result<Vec<f64>, String> {
-            let v: Vec<f64> = state
+            let value = state
                 .get(key)
-                .and_then(|s| serde_json::from_value(s.clone()).ok())
                 .ok_or(format!("the audit state has no {key}"))?;
+            let v: Vec<f64> = serde_json::from_value(value.clone())
+                .map_err(|e| format!("the audit state's {key}: {e}"))?;
             if v.len() != config.canaries {
                 return Err(format!(
                     "the audit state holds {} {key} for {} canaries",
@@ -195,7 +199,7 @@ impl CanaryAudit {
             .and_then(|s| s.as_u64())
             .ok_or("the audit state has no observed_steps")?;
         let canaries = Canaries::from_membership(included).map_err(|e| e.to_string())?;
-        let scores = Scores::restore(sampling_rate, noise_multiplier, values("scores")?);
+        let scores = Scores::restore(sampling_rate, noise_ratio, values("scores")?);
         let moments = Moments::restore(
             values("observation_sums")?,
             values("observation_sums_of_squares")?,
@@ -205,11 +209,16 @@ impl CanaryAudit {
         let run = RunShape {
             real_size,
             sampling_rate,
-            noise_multiplier,
+            noise_ratio,
             clip_norm,
             views,
         };
         Ok(Self::with(config, canaries, run, scores, moments))
+    }
+
+    /// Steps observed so far (after a resume, those before the checkpoint included).
+    pub fn observed_steps(&self) -> u64 {
+        self.moments.sums().2
     }
 
     /// N + m_in: the examples the sampler draws from.
@@ -293,7 +302,7 @@ impl CanaryAudit {
             consistency: self.moments.check(
                 &self.canaries,
                 self.sampling_rate,
-                self.noise_multiplier,
+                self.noise_ratio,
                 c.significance,
             ),
         })

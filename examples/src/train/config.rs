@@ -200,9 +200,10 @@ fn audit_config(o: &Overrides) -> Result<Option<AuditConfig>> {
         }
         return Ok(None);
     };
-    if canaries < 2 {
+    if canaries < AuditConfig::MIN_CANARIES {
         return Err(TrainError::Usage(format!(
-            "--audit {canaries} must be at least 2 canaries"
+            "--audit {canaries} must be at least {} canaries",
+            AuditConfig::MIN_CANARIES
         )));
     }
     let significance = o

@@ -124,7 +124,7 @@ pub fn start<AB: AutodiffBackend, M: AutodiffModule<AB>, O: Optimizer<M, AB>>(
                     a,
                     record.data.train_size,
                     plan.sampling_rate,
-                    plan.noise_multiplier,
+                    noise_ratio(&optimizer, config.clip_norm),
                     config.clip_norm,
                     config.augmult,
                     config.seed,
@@ -156,6 +156,14 @@ pub fn start<AB: AutodiffBackend, M: AutodiffModule<AB>, O: Optimizer<M, AB>>(
         run.abandon(created);
     }
     started
+}
+
+/// The noise std over a canary's clipped norm C (σ under add-or-remove-one).
+fn noise_ratio<AB: AutodiffBackend, M: AutodiffModule<AB>, O: Optimizer<M, AB>>(
+    optimizer: &DpOptimizer<AB, M, O>,
+    clip_norm: f64,
+) -> f64 {
+    optimizer.config().noise_multiplier * optimizer.sensitivity() / clip_norm
 }
 
 /// The examples the sampler draws from: the real ones and the canaries that are in.
@@ -257,7 +265,7 @@ pub fn resume<AB: AutodiffBackend, M: AutodiffModule<AB>, O: Optimizer<M, AB>>(
                 resumed.extra.get("audit"),
                 record.data.train_size,
                 plan.sampling_rate,
-                plan.noise_multiplier,
+                noise_ratio(&optimizer, record.config.clip_norm),
                 record.config.clip_norm,
                 record.config.augmult,
             )
@@ -265,6 +273,19 @@ pub fn resume<AB: AutodiffBackend, M: AutodiffModule<AB>, O: Optimizer<M, AB>>(
         ),
         None => None,
     };
+    if let Some(observed) = audit
+        .as_ref()
+        .map(CanaryAudit::observed_steps)
+        .filter(|&s| s != optimizer.steps())
+    {
+        return Err(refuse(
+            run,
+            format!(
+                "the audit state observed {observed} step(s), the checkpoint took {}",
+                optimizer.steps()
+            ),
+        ));
+    }
     let n = sampled_size(record, audit.as_ref());
     let sampler = match &resumed.sampler {
         // Fresh entropy unless seeded (the state then holds the seeded stream).
