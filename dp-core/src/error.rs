@@ -85,6 +85,9 @@ pub enum DpError {
     /// The requested device is not usable.
     #[error("device unavailable: {0}")]
     DeviceUnavailable(String),
+    /// A collective operation between data-parallel peers failed.
+    #[error("collective: {0}")]
+    Collective(String),
 }
 
 fn describe(layers: &[OffendingLayer]) -> String {

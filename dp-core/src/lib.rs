@@ -32,6 +32,7 @@ mod validate;
 pub use optimizer::{Budget, DpOptimizer, DpSgdConfig, PrivateStep};
 pub use validate::validate_model;
 pub mod checkpoint;
+pub mod collective;
 pub mod device;
 pub mod files;
 pub mod journal;

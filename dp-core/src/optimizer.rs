@@ -354,6 +354,102 @@ impl<AB: AutodiffBackend, M: AutodiffModule<AB>, O: Optimizer<M, AB>> DpOptimize
         Ok(model)
     }
 
+    /// [`Self::finish_step`] for one peer of a data-parallel group: `step` accumulated this
+    /// peer's [`SampledBatch::shard`] of the logical batch. The trainable parameters' clipped
+    /// sums are flattened into one tensor (in the model's parameter order); peer 0 alone adds
+    /// the Gaussian noise of std σ·sensitivity to its share; one all-reduce sums the shares;
+    /// every peer divides by the expected batch size of the whole logical batch and applies
+    /// the same update, so replicas that start equal stay equal.
+    ///
+    /// # Privacy
+    /// The noise is added exactly once per logical step, with the single-process std (never
+    /// per peer, never σ/√W per peer), and each peer's accountant is charged the whole step's
+    /// event in [`Self::begin_step`] (peer 0's journal is the run's). The peers exchange
+    /// un-noised clipped sums: see [`crate::collective`].
+    pub fn finish_step_all_reduced<P>(
+        &mut self,
+        step: PrivateStep<AB>,
+        model: M,
+        lr: f64,
+        peers: &P,
+    ) -> Result<M>
+    where
+        P: crate::collective::AllReduce<AB::InnerBackend>,
+    {
+        if step.sum.examples() != step.batch_size {
+            return Err(DpError::Shape(format!(
+                "step {}: the micro-batches held {} examples, the peer's shard {}",
+                step.step,
+                step.sum.examples(),
+                step.batch_size
+            )));
+        }
+        let noise_std = self.config.noise_multiplier * self.sensitivity();
+        #[cfg(feature = "test-hooks")]
+        let noise_std = match crate::test_hooks::planted() {
+            Some(crate::test_hooks::PlantedBug::NoNoise) => 0.0,
+            Some(crate::test_hooks::PlantedBug::HalfNoise) => 0.5 * noise_std,
+            _ => noise_std,
+        };
+        let adds_noise = peers.rank() == 0;
+        #[cfg(feature = "test-hooks")]
+        let adds_noise = adds_noise
+            || crate::test_hooks::planted() == Some(crate::test_hooks::PlantedBug::NoisePerPeer);
+        let expected = step.sampling.expected_batch_size();
+        let infos: Vec<_> = param_infos(&model)
+            .into_iter()
+            .filter(|p| p.trainable)
+            .collect();
+        let device = model.devices().into_iter().next().unwrap_or_default();
+        let mut sums = step.sum.sums;
+        let shares: Vec<Tensor<AB::InnerBackend, 1>> = infos
+            .iter()
+            .map(|info| {
+                sums.remove(&info.id)
+                    .map(|g| g.values)
+                    .unwrap_or_else(|| Tensor::zeros([info.numel()], &device))
+            })
+            .collect();
+        if shares.is_empty() {
+            return Err(DpError::Shape(
+                "the model has no trainable parameter".into(),
+            ));
+        }
+        let total: usize = infos.iter().map(|i| i.numel()).sum();
+        let mut share = Tensor::cat(shares, 0);
+        if adds_noise {
+            let noise = self.noise.sample(total, noise_std)?;
+            share = share + Tensor::from_data(TensorData::new(noise, [total]), &device);
+        }
+        let summed = peers.all_reduce_sum(share)?;
+        let mut noisy = HashMap::new();
+        let mut offset = 0;
+        for info in &infos {
+            let n = info.numel();
+            let update = summed
+                .clone()
+                .slice(offset..offset + n)
+                .div_scalar(expected);
+            offset += n;
+            if self.watched == Some(info.id) {
+                self.released = Some(crate::readback::to_host(update.clone()));
+            }
+            noisy.insert(
+                info.id,
+                FlatGrad {
+                    values: update,
+                    dims: info.dims.clone(),
+                },
+            );
+        }
+        let grads = to_gradients_params::<AB, M>(&model, noisy);
+        let model = self.inner.step(lr, model, grads);
+        if let Some(ema) = &mut self.ema {
+            ema.update(&model.valid(), step.step);
+        }
+        Ok(model)
+    }
+
     /// One whole logical step: begin, accumulate micro-batches of at most `micro_batch`
     /// examples (`load` turns example indices into data, `losses` gives per-row losses of a
     /// row range of that data), finish.

@@ -86,6 +86,22 @@ impl SampledBatch {
         self.sampling
     }
 
+    /// Peer `rank`'s share of the batch among `peers`: a contiguous run of the indices, the
+    /// shares' sizes differing by at most one (empty past the end). The sampling is the whole
+    /// batch's, so a peer's step is charged and divided by the expected batch size exactly as
+    /// the whole step is.
+    pub fn shard(&self, rank: usize, peers: usize) -> SampledBatch {
+        let (n, peers) = (self.indices.len(), peers.max(1));
+        let (start, end) = (
+            n * rank.min(peers) / peers,
+            n * (rank + 1).min(peers) / peers,
+        );
+        SampledBatch {
+            indices: self.indices[start..end].to_vec(),
+            sampling: self.sampling,
+        }
+    }
+
     /// The indices in physical micro-batches of at most `size` (none if the batch is empty).
     pub fn micro_batches(&self, size: usize) -> impl Iterator<Item = &[usize]> {
         self.indices.chunks(size.max(1))

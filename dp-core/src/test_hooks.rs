@@ -94,6 +94,8 @@ pub enum PlantedBug {
     HalfNoise,
     /// The Poisson sampler draws at twice the sampling rate it reports (and is charged for).
     DoubleSamplingRate,
+    /// Every data-parallel peer adds the noise (W times its variance), not peer 0 alone.
+    NoisePerPeer,
 }
 
 thread_local! {
