@@ -11,7 +11,7 @@ use crate::ema::Ema;
 use crate::engine::{clip_and_sum, ClippedSum, PerExampleEngine};
 use crate::error::{DpError, Result};
 use crate::noise::GaussianNoise;
-use crate::params::{param_infos, to_gradients_params};
+use crate::params::{param_infos, to_gradients_params, ParamInfo};
 use crate::per_example::FlatGrad;
 use crate::sampler::{SampledBatch, Sampling};
 use crate::validate::validate_model;
@@ -305,12 +305,12 @@ impl<AB: AutodiffBackend, M: AutodiffModule<AB>, O: Optimizer<M, AB>> DpOptimize
         Ok(())
     }
 
-    /// Adds noise once, divides by the expected batch size, applies the inner optimizer with
-    /// learning rate `lr`, and updates the EMA.
-    pub fn finish_step(&mut self, step: PrivateStep<AB>, model: M, lr: f64) -> Result<M> {
+    /// The noise std of `step` (σ·sensitivity), after checking that it accumulated exactly
+    /// the examples of its batch (`what`: the batch's name in the error).
+    fn noise_std_for(&self, step: &PrivateStep<AB>, what: &str) -> Result<f64> {
         if step.sum.examples() != step.batch_size {
             return Err(DpError::Shape(format!(
-                "step {}: the micro-batches held {} examples, the sampled batch {}",
+                "step {}: the micro-batches held {} examples, {what} {}",
                 step.step,
                 step.sum.examples(),
                 step.batch_size
@@ -323,10 +323,58 @@ impl<AB: AutodiffBackend, M: AutodiffModule<AB>, O: Optimizer<M, AB>> DpOptimize
             Some(crate::test_hooks::PlantedBug::HalfNoise) => 0.5 * noise_std,
             _ => noise_std,
         };
+        Ok(noise_std)
+    }
+
+    /// Adds `update`, the released gradient of parameter `info`, to `noisy` (and keeps a copy
+    /// if the parameter is watched).
+    fn release(
+        &mut self,
+        noisy: &mut HashMap<ParamId, FlatGrad<AB::InnerBackend>>,
+        info: &ParamInfo,
+        update: Tensor<AB::InnerBackend, 1>,
+    ) {
+        if self.watched == Some(info.id) {
+            self.released = Some(crate::readback::to_host(update.clone()));
+        }
+        noisy.insert(
+            info.id,
+            FlatGrad {
+                values: update,
+                dims: info.dims.clone(),
+            },
+        );
+    }
+
+    /// Applies the noisy, divided gradients `noisy` with the inner optimizer at learning rate
+    /// `lr` and updates the EMA.
+    fn apply(
+        &mut self,
+        step: u64,
+        model: M,
+        lr: f64,
+        noisy: HashMap<ParamId, FlatGrad<AB::InnerBackend>>,
+    ) -> M {
+        let grads = to_gradients_params::<AB, M>(&model, noisy);
+        let model = self.inner.step(lr, model, grads);
+        if let Some(ema) = &mut self.ema {
+            ema.update(&model.valid(), step);
+        }
+        model
+    }
+
+    /// Adds noise once, divides by the expected batch size, applies the inner optimizer with
+    /// learning rate `lr`, and updates the EMA.
+    pub fn finish_step(&mut self, step: PrivateStep<AB>, model: M, lr: f64) -> Result<M> {
+        let noise_std = self.noise_std_for(&step, "the sampled batch")?;
         let expected = step.sampling.expected_batch_size();
         let mut sums = step.sum.sums;
         let mut noisy = HashMap::new();
-        for info in param_infos(&model).into_iter().filter(|p| p.trainable) {
+        for info in &param_infos(&model)
+            .into_iter()
+            .filter(|p| p.trainable)
+            .collect::<Vec<_>>()
+        {
             let device = model.devices().into_iter().next().unwrap_or_default();
             let sum = sums
                 .remove(&info.id)
@@ -335,23 +383,9 @@ impl<AB: AutodiffBackend, M: AutodiffModule<AB>, O: Optimizer<M, AB>> DpOptimize
             let noise = self.noise.sample(info.numel(), noise_std)?;
             let noise = Tensor::from_data(TensorData::new(noise, [info.numel()]), &sum.device());
             let update = (sum + noise).div_scalar(expected);
-            if self.watched == Some(info.id) {
-                self.released = Some(crate::readback::to_host(update.clone()));
-            }
-            noisy.insert(
-                info.id,
-                FlatGrad {
-                    values: update,
-                    dims: info.dims.clone(),
-                },
-            );
+            self.release(&mut noisy, info, update);
         }
-        let grads = to_gradients_params::<AB, M>(&model, noisy);
-        let model = self.inner.step(lr, model, grads);
-        if let Some(ema) = &mut self.ema {
-            ema.update(&model.valid(), step.step);
-        }
-        Ok(model)
+        Ok(self.apply(step.step, model, lr, noisy))
     }
 
     /// [`Self::finish_step`] for one peer of a data-parallel group: `step` accumulated this
@@ -376,21 +410,7 @@ impl<AB: AutodiffBackend, M: AutodiffModule<AB>, O: Optimizer<M, AB>> DpOptimize
     where
         P: crate::collective::AllReduce<AB::InnerBackend>,
     {
-        if step.sum.examples() != step.batch_size {
-            return Err(DpError::Shape(format!(
-                "step {}: the micro-batches held {} examples, the peer's shard {}",
-                step.step,
-                step.sum.examples(),
-                step.batch_size
-            )));
-        }
-        let noise_std = self.config.noise_multiplier * self.sensitivity();
-        #[cfg(feature = "test-hooks")]
-        let noise_std = match crate::test_hooks::planted() {
-            Some(crate::test_hooks::PlantedBug::NoNoise) => 0.0,
-            Some(crate::test_hooks::PlantedBug::HalfNoise) => 0.5 * noise_std,
-            _ => noise_std,
-        };
+        let noise_std = self.noise_std_for(&step, "the peer's shard")?;
         let adds_noise = peers.rank() == 0;
         #[cfg(feature = "test-hooks")]
         let adds_noise = adds_noise
@@ -431,23 +451,9 @@ impl<AB: AutodiffBackend, M: AutodiffModule<AB>, O: Optimizer<M, AB>> DpOptimize
                 .slice(offset..offset + n)
                 .div_scalar(expected);
             offset += n;
-            if self.watched == Some(info.id) {
-                self.released = Some(crate::readback::to_host(update.clone()));
-            }
-            noisy.insert(
-                info.id,
-                FlatGrad {
-                    values: update,
-                    dims: info.dims.clone(),
-                },
-            );
+            self.release(&mut noisy, info, update);
         }
-        let grads = to_gradients_params::<AB, M>(&model, noisy);
-        let model = self.inner.step(lr, model, grads);
-        if let Some(ema) = &mut self.ema {
-            ema.update(&model.valid(), step.step);
-        }
-        Ok(model)
+        Ok(self.apply(step.step, model, lr, noisy))
     }
 
     /// One whole logical step: begin, accumulate micro-batches of at most `micro_batch`

@@ -63,12 +63,18 @@ pub struct CanaryAudit {
 }
 
 /// The run an audit belongs to.
-struct RunShape {
-    real_size: usize,
-    sampling_rate: f64,
-    noise_ratio: f64,
-    clip_norm: f64,
-    views: usize,
+#[derive(Clone, Copy, Debug)]
+pub struct RunShape {
+    /// N: real training examples.
+    pub real_size: usize,
+    /// q.
+    pub sampling_rate: f64,
+    /// The noise std over the clip norm (σ under add-or-remove-one).
+    pub noise_ratio: f64,
+    /// C.
+    pub clip_norm: f64,
+    /// K: views per example.
+    pub views: usize,
 }
 
 /// One micro-batch's indices, split: real examples, then canaries (by canary number).
@@ -81,30 +87,14 @@ pub struct Parts {
 
 impl CanaryAudit {
     /// Draws the membership of `config.canaries` canaries (from `seed` for a seeded run, from
-    /// the operating system otherwise) for a run on `real_size` examples at `sampling_rate`
-    /// with noise std `noise_ratio` times the clip norm `clip_norm`, and `views` views.
-    pub fn start(
-        config: AuditConfig,
-        real_size: usize,
-        sampling_rate: f64,
-        noise_ratio: f64,
-        clip_norm: f64,
-        views: usize,
-        seed: Option<u64>,
-    ) -> Result<Self> {
+    /// the operating system otherwise) for `run`.
+    pub fn start(config: AuditConfig, run: RunShape, seed: Option<u64>) -> Result<Self> {
         let canaries = match seed {
             Some(seed) => Canaries::seeded(config.canaries, seed ^ 0x6361_6e61_7279)?,
             None => Canaries::from_os(config.canaries)?,
         };
-        let scores = Scores::new(config.canaries, sampling_rate, noise_ratio);
+        let scores = Scores::new(config.canaries, run.sampling_rate, run.noise_ratio);
         let moments = Moments::new(config.canaries);
-        let run = RunShape {
-            real_size,
-            sampling_rate,
-            noise_ratio,
-            clip_norm,
-            views,
-        };
         Ok(Self::with(config, canaries, run, scores, moments))
     }
 
@@ -149,15 +139,10 @@ impl CanaryAudit {
 
     /// [`Self::start`]'s audit continued from a checkpoint's [`Self::state`]; `Err` names what
     /// does not fit `config`.
-    #[allow(clippy::too_many_arguments)]
     pub fn resume(
         config: AuditConfig,
         state: Option<&serde_json::Value>,
-        real_size: usize,
-        sampling_rate: f64,
-        noise_ratio: f64,
-        clip_norm: f64,
-        views: usize,
+        run: RunShape,
     ) -> std::result::Result<Self, String> {
         let state = state.ok_or("the checkpoint has no audit state")?;
         let membership = state
@@ -199,20 +184,13 @@ impl CanaryAudit {
             .and_then(|s| s.as_u64())
             .ok_or("the audit state has no observed_steps")?;
         let canaries = Canaries::from_membership(included).map_err(|e| e.to_string())?;
-        let scores = Scores::restore(sampling_rate, noise_ratio, values("scores")?);
+        let scores = Scores::restore(run.sampling_rate, run.noise_ratio, values("scores")?);
         let moments = Moments::restore(
             values("observation_sums")?,
             values("observation_sums_of_squares")?,
             steps,
         )
         .ok_or("the audit state's sums differ in length")?;
-        let run = RunShape {
-            real_size,
-            sampling_rate,
-            noise_ratio,
-            clip_norm,
-            views,
-        };
         Ok(Self::with(config, canaries, run, scores, moments))
     }
 

@@ -1,7 +1,7 @@
 //! Starting a run's optimizer and sampler: fresh (writing the run's first files) or resumed
 //! from its checkpoint and journal, after checking that they continue this very run.
 
-use super::audit::CanaryAudit;
+use super::audit::{CanaryAudit, RunShape};
 use super::preflight::Logs;
 use super::record::RunRecord;
 use super::run_dir::{write_private, RunDir};
@@ -119,17 +119,7 @@ pub fn start<AB: AutodiffBackend, M: AutodiffModule<AB>, O: Optimizer<M, AB>>(
             DpOptimizer::new(&model, inner, dp_config, accountant)?.with_journal(run.journal());
         let audit = config
             .audit
-            .map(|a| {
-                CanaryAudit::start(
-                    a,
-                    record.data.train_size,
-                    plan.sampling_rate,
-                    noise_ratio(&optimizer, config.clip_norm),
-                    config.clip_norm,
-                    config.augmult,
-                    config.seed,
-                )
-            })
+            .map(|a| CanaryAudit::start(a, run_shape(record, &optimizer), config.seed))
             .transpose()?;
         let n = sampled_size(record, audit.as_ref());
         let (optimizer, sampler) = match config.seed {
@@ -158,12 +148,20 @@ pub fn start<AB: AutodiffBackend, M: AutodiffModule<AB>, O: Optimizer<M, AB>>(
     started
 }
 
-/// The noise std over a canary's clipped norm C (σ under add-or-remove-one).
-fn noise_ratio<AB: AutodiffBackend, M: AutodiffModule<AB>, O: Optimizer<M, AB>>(
+/// What an audit needs of the run: the noise std over a canary's clipped norm C from the
+/// optimizer (σ under add-or-remove-one), the rest from run.json.
+fn run_shape<AB: AutodiffBackend, M: AutodiffModule<AB>, O: Optimizer<M, AB>>(
+    record: &RunRecord,
     optimizer: &DpOptimizer<AB, M, O>,
-    clip_norm: f64,
-) -> f64 {
-    optimizer.config().noise_multiplier * optimizer.sensitivity() / clip_norm
+) -> RunShape {
+    let clip_norm = record.config.clip_norm;
+    RunShape {
+        real_size: record.data.train_size,
+        sampling_rate: record.plan.sampling_rate,
+        noise_ratio: optimizer.config().noise_multiplier * optimizer.sensitivity() / clip_norm,
+        clip_norm,
+        views: record.config.augmult,
+    }
 }
 
 /// The examples the sampler draws from: the real ones and the canaries that are in.
@@ -260,16 +258,8 @@ pub fn resume<AB: AutodiffBackend, M: AutodiffModule<AB>, O: Optimizer<M, AB>>(
     }
     let audit = match record.config.audit {
         Some(a) => Some(
-            CanaryAudit::resume(
-                a,
-                resumed.extra.get("audit"),
-                record.data.train_size,
-                plan.sampling_rate,
-                noise_ratio(&optimizer, record.config.clip_norm),
-                record.config.clip_norm,
-                record.config.augmult,
-            )
-            .map_err(|why| refuse(run, why))?,
+            CanaryAudit::resume(a, resumed.extra.get("audit"), run_shape(record, &optimizer))
+                .map_err(|why| refuse(run, why))?,
         ),
         None => None,
     };
