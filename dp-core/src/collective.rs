@@ -28,6 +28,47 @@ pub trait AllReduce<B: Backend> {
     fn all_reduce_sum(&self, values: Tensor<B, 1>) -> Result<Tensor<B, 1>>;
 }
 
+/// Peer 0's `key` on every peer of the group (the others pass `None`), e.g. the key of the
+/// sampler that draws the logical batches ([`crate::sampler::PoissonSampler::from_shared_key`]).
+/// It travels as one all-reduce of 32 small integers (exact in f32).
+///
+/// # Privacy
+/// The key decides every batch: it crosses the links between peers, inside the trust
+/// boundary, and is never written anywhere.
+pub fn share_key<B: Backend, P: AllReduce<B>>(
+    peer: &P,
+    key: Option<[u8; 32]>,
+    device: &B::Device,
+) -> Result<[u8; 32]> {
+    if key.is_some() != (peer.rank() == 0) {
+        return Err(DpError::Collective(format!(
+            "peer {} {} a key: only peer 0 gives one",
+            peer.rank(),
+            if key.is_some() {
+                "gave"
+            } else {
+                "did not give"
+            }
+        )));
+    }
+    let values: Vec<f32> = key.unwrap_or([0; 32]).iter().map(|&b| b as f32).collect();
+    let summed = peer.all_reduce_sum(Tensor::from_data(
+        burn::tensor::TensorData::new(values, [32]),
+        device,
+    ))?;
+    let summed = crate::readback::to_host(summed);
+    let mut out = [0u8; 32];
+    for (o, v) in out.iter_mut().zip(&summed) {
+        if !(0.0..=255.0).contains(v) || v.fract() != 0.0 {
+            return Err(DpError::Collective(format!(
+                "the shared key arrived damaged ({v} is not a byte)"
+            )));
+        }
+        *o = *v as u8;
+    }
+    Ok(out)
+}
+
 /// A peer of a group of devices in this process (one thread each), on burn-collective.
 #[derive(Debug)]
 pub struct Peer<B: Backend> {

@@ -49,6 +49,27 @@ impl SecureRng {
         }
     }
 
+    /// Keyed with a 256-bit secret that several processes share ([`crate::collective::share_key`]),
+    /// so that they draw the same stream. Like [`Self::from_os`], its state is never exported
+    /// ([`Self::state`] is `None`): the key must stay inside the group.
+    pub fn from_shared_key(key: [u8; 32]) -> Self {
+        Self {
+            rng: ChaCha20Rng::from_seed(key),
+            seeded: false,
+        }
+    }
+
+    /// 32 bytes of the operating system's entropy: a key for [`Self::from_shared_key`].
+    pub fn os_key() -> Result<[u8; 32]> {
+        let mut key = [0u8; 32];
+        SysRng
+            .try_fill_bytes(&mut key)
+            .map_err(|e| DpError::DeviceUnavailable(format!("OS entropy source: {e}")))?;
+        #[cfg(feature = "test-hooks")]
+        crate::test_hooks::record_os_seed(key);
+        Ok(key)
+    }
+
     /// Whether the generator was seeded explicitly (and so is reproducible).
     pub fn is_seeded(&self) -> bool {
         self.seeded

@@ -163,6 +163,12 @@ impl PoissonSampler {
         Self::with_rng(dataset_size, sampling_rate, SecureRng::seeded(seed))
     }
 
+    /// A sampler keyed with a secret the peers of a data-parallel group share, so that each
+    /// draws the same logical batch (see [`crate::collective::share_key`]).
+    pub fn from_shared_key(dataset_size: u64, sampling_rate: f64, key: [u8; 32]) -> Result<Self> {
+        Self::with_rng(dataset_size, sampling_rate, SecureRng::from_shared_key(key))
+    }
+
     /// Restores a sampler from a checkpoint: the same stream if it was seeded, fresh
     /// operating-system entropy otherwise.
     pub fn from_state(state: &SamplerState) -> Result<Self> {

@@ -16,10 +16,11 @@ use burn::optim::SgdConfig;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use dp_accountant::{AccountantConfig, AccountantKind, NeighboringRelation};
-use dp_core::collective::Peer;
+use dp_core::collective::{share_key, Peer};
 use dp_core::layers::{Linear, LinearConfig};
 use dp_core::loss::cross_entropy_per_row;
 use dp_core::noise::GaussianNoise;
+use dp_core::rng::SecureRng;
 use dp_core::sampler::{PoissonSampler, Sampler};
 use dp_core::test_hooks::{plant, PlantedBug};
 use dp_core::{DpOptimizer, DpSgdConfig};
@@ -340,4 +341,48 @@ fn a_step_with_an_empty_shard_completes_and_the_peers_stay_identical() {
         assert_eq!(t.params, trained[0].params);
         assert_eq!(t.released, trained[0].released);
     }
+}
+
+#[test]
+fn peer_0s_key_reaches_every_peer_and_keys_one_logical_draw() {
+    // For groups of processes: peer 0 draws the sampler's key from the OS and shares it, so
+    // that every peer draws the same batches (here checked over 5 batches).
+    let _one = ONE_GROUP_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    Peer::<Flex>::reset();
+    let key = SecureRng::os_key().unwrap();
+    let peers = 3;
+    let (tx, rx) = std::sync::mpsc::channel();
+    for rank in 0..peers {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            let device = Default::default();
+            let peer = Peer::<Flex>::join_local(rank, peers, device).unwrap();
+            let got = share_key(&peer, (rank == 0).then_some(key), &device).unwrap();
+            let mut sampler = PoissonSampler::from_shared_key(100, 0.2, got).unwrap();
+            let batches: Vec<Vec<usize>> = (0..5)
+                .map(|_| sampler.next_batch().indices().to_vec())
+                .collect();
+            assert!(
+                sampler.state().rng.is_none(),
+                "a shared-key sampler exports no state"
+            );
+            peer.leave().unwrap();
+            let _ = tx.send((rank, got, batches));
+        });
+    }
+    drop(tx);
+    let mut seen = Vec::new();
+    for _ in 0..peers {
+        seen.push(
+            rx.recv_timeout(Duration::from_secs(60))
+                .expect("every peer finishes"),
+        );
+    }
+    for (rank, got, batches) in &seen {
+        assert_eq!(*got, key, "peer {rank}");
+        assert_eq!(batches, &seen[0].2, "peer {rank} drew other batches");
+    }
+    assert!(seen[0].2.iter().any(|b| !b.is_empty()));
 }
