@@ -151,7 +151,7 @@ pub fn canary_rows<B: AutodiffBackend>(
                 .then_some((e / CANARY_EVERY) % canaries)
         })
         .collect();
-    CanaryRows::new(canaries, &rows, 10.0, device)
+    CanaryRows::new(canaries, &rows, dp_core::audit::DEFAULT_CANARY_NORM, device)
 }
 
 /// [`private_step`] for a model trained with canaries.

@@ -64,6 +64,22 @@ impl AuditMethod {
     }
 }
 
+impl std::str::FromStr for AuditMethod {
+    type Err = AccountantError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "one-run" => Ok(Self::OneRun),
+            "fdp" => Ok(Self::Fdp),
+            _ => Err(AccountantError::invalid(
+                "method",
+                "name",
+                s,
+                "one of one-run, fdp",
+            )),
+        }
+    }
+}
+
 /// Which threshold rule the bound is taken from.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum ThresholdChoice {

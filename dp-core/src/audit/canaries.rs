@@ -32,6 +32,16 @@ impl Canaries {
         Self::draw(count, &mut SecureRng::seeded(seed))
     }
 
+    /// `count` canaries for a run: from `seed` (mixed with a constant of its own, so that
+    /// membership never repeats the run's other seeded streams) when the run is seeded, from
+    /// the operating system otherwise.
+    pub fn for_run(count: usize, seed: Option<u64>) -> Result<Self> {
+        match seed {
+            Some(seed) => Self::seeded(count, seed ^ 0x6361_6e61_7279),
+            None => Self::from_os(count),
+        }
+    }
+
     /// Canaries with a membership recorded earlier ([`Self::membership`]), e.g. in a
     /// checkpoint of an audited run.
     pub fn from_membership(included: Vec<bool>) -> Result<Self> {
@@ -70,6 +80,10 @@ impl Canaries {
         (0..self.count()).filter(|i| self.included[*i]).collect()
     }
 }
+
+/// M/C by default: a canary's gradient norm over the clipping norm, ≥ 1 so that clipping acts
+/// and ≫ 1 so that clipping turned off would show.
+pub const DEFAULT_CANARY_NORM: f64 = 10.0;
 
 /// The audit block for `count` canaries: a linear layer `count → 1` without bias, zero at the
 /// start (so a canary's coordinate starts at 0 and the final-model score is its value).

@@ -49,7 +49,7 @@ impl MechanismAudit {
             steps,
             delta,
             significance: 0.05,
-            canary_norm: 10.0,
+            canary_norm: super::DEFAULT_CANARY_NORM,
             accountant: AccountantKind::Pld,
             micro_batch: 512,
             seed: None,
@@ -185,10 +185,7 @@ impl MechanismAudit {
     ) -> Result<MechanismAuditReport> {
         self.validate()?;
         let m = self.canaries;
-        let canaries = match self.seed {
-            Some(seed) => Canaries::seeded(m, seed ^ 0x6361_6e61_7279)?,
-            None => Canaries::from_os(m)?,
-        };
+        let canaries = Canaries::for_run(m, self.seed)?;
         let included = canaries.included();
         if included.is_empty() {
             return Err(DpError::invalid(

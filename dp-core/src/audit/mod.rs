@@ -24,7 +24,7 @@ mod mechanism;
 mod scores;
 
 pub use audited::Audited;
-pub use canaries::{canary_block, canary_inputs, Canaries, CanaryRows};
+pub use canaries::{canary_block, canary_inputs, Canaries, CanaryRows, DEFAULT_CANARY_NORM};
 pub use consistency::{ConsistencyCheck, Moments};
 pub use mechanism::{AuditBounds, MechanismAudit, MechanismAuditReport};
 pub use scores::Scores;

@@ -63,7 +63,7 @@ struct MechanismArgs {
     #[arg(long, default_value_t = 0.05)]
     significance: f64,
     /// A canary's gradient norm over the clipping norm, ≥ 1.
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, default_value_t = dp_core::audit::DEFAULT_CANARY_NORM)]
     canary_norm: f64,
     /// Accountant that makes the claim.
     #[arg(long, value_enum, default_value_t = AccountantArg::Pld)]
@@ -94,9 +94,10 @@ struct BoundArgs {
     /// δ, in (0, 1).
     #[arg(long)]
     delta: f64,
-    /// Method.
-    #[arg(long, value_enum, default_value_t = MethodArg::Fdp)]
-    method: MethodArg,
+    /// Method: fdp (Mahloujifar, Melis & Chaudhuri 2024, Gaussian trade-off curve) or
+    /// one-run (Steinke, Nasr & Jagielski 2023).
+    #[arg(long, default_value = "fdp", value_parser = parse_method)]
+    method: AuditMethod,
     /// A threshold fixed before the scores were seen (default: the best of the ROC hull's,
     /// Bonferroni-corrected).
     #[arg(long)]
@@ -112,12 +113,9 @@ enum AccountantArg {
     Pld,
 }
 
-#[derive(ValueEnum, Clone, Copy, Debug)]
-enum MethodArg {
-    /// Steinke, Nasr & Jagielski 2023.
-    OneRun,
-    /// Mahloujifar, Melis & Chaudhuri 2024, Gaussian trade-off curve.
-    Fdp,
+fn parse_method(s: &str) -> Result<AuditMethod, String> {
+    s.parse()
+        .map_err(|e: dp_accountant::AccountantError| e.to_string())
 }
 
 fn accountant_name(a: AccountantArg) -> &'static str {
@@ -360,10 +358,7 @@ fn bound(a: BoundArgs) -> ExitCode {
              the bound is valid only for such canaries"
         );
     }
-    let method = match a.method {
-        MethodArg::OneRun => AuditMethod::OneRun,
-        MethodArg::Fdp => AuditMethod::Fdp,
-    };
+    let method = a.method;
     let choice = a
         .threshold
         .map_or(ThresholdChoice::Bonferroni, ThresholdChoice::Fixed);

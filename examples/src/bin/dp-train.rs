@@ -119,11 +119,8 @@ struct Args {
 }
 
 fn parse_audit_method(s: &str) -> Result<AuditMethod, String> {
-    match s {
-        "fdp" => Ok(AuditMethod::Fdp),
-        "one-run" => Ok(AuditMethod::OneRun),
-        _ => Err(format!("{s:?} is not one of fdp, one-run")),
-    }
+    s.parse()
+        .map_err(|e: dp_accountant::AccountantError| e.to_string())
 }
 
 fn parse_accountant(s: &str) -> Result<AccountantKind, String> {

@@ -18,7 +18,7 @@ use crate::error::{Result, TrainError};
 use crate::report::AuditSummary;
 use burn::tensor::backend::Backend;
 use dp_accountant::audit::AuditMethod;
-use dp_core::audit::{lower_bound, Canaries, CanaryRows, Moments, Scores};
+use dp_core::audit::{lower_bound, Canaries, CanaryRows, Moments, Scores, DEFAULT_CANARY_NORM};
 use dp_core::DpError;
 use serde::{Deserialize, Serialize};
 
@@ -41,9 +41,6 @@ impl AuditConfig {
     pub const DEFAULT_CANARIES: usize = 1000;
     /// `--audit-significance` unless given.
     pub const DEFAULT_SIGNIFICANCE: f64 = 0.05;
-    /// A canary's gradient norm over the clipping norm: ≥ 1 so that clipping acts, ≫ 1 so that
-    /// clipping turned off would show.
-    pub const CANARY_NORM: f64 = 10.0;
 }
 
 /// The canaries of an audited run and their scores so far.
@@ -89,10 +86,7 @@ impl CanaryAudit {
     /// Draws the membership of `config.canaries` canaries (from `seed` for a seeded run, from
     /// the operating system otherwise) for `run`.
     pub fn start(config: AuditConfig, run: RunShape, seed: Option<u64>) -> Result<Self> {
-        let canaries = match seed {
-            Some(seed) => Canaries::seeded(config.canaries, seed ^ 0x6361_6e61_7279)?,
-            None => Canaries::from_os(config.canaries)?,
-        };
+        let canaries = Canaries::for_run(config.canaries, seed)?;
         let scores = Scores::new(config.canaries, run.sampling_rate, run.noise_ratio);
         let moments = Moments::new(config.canaries);
         Ok(Self::with(config, canaries, run, scores, moments))
@@ -111,7 +105,7 @@ impl CanaryAudit {
             canaries,
             real_size: run.real_size,
             views: run.views,
-            magnitude: AuditConfig::CANARY_NORM * run.clip_norm,
+            magnitude: DEFAULT_CANARY_NORM * run.clip_norm,
             sampling_rate: run.sampling_rate,
             noise_ratio: run.noise_ratio,
             scores,
