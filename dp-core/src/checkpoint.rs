@@ -163,6 +163,21 @@ impl<AB: AutodiffBackend, M: AutodiffModule<AB>, O: Optimizer<M, AB>> DpOptimize
         let path = path.as_ref();
         // The journal is never behind a checkpoint.
         self.write_journal(self.accountant.as_ref())?;
+        let out = self.checkpoint_bytes(path, model, sampler, extra)?;
+        write_atomically(path, &out)
+    }
+
+    /// The bytes [`Self::save_checkpoint`] writes (`path` names them in errors), e.g. to hand
+    /// the state of a run to the other peers of a data-parallel group
+    /// ([`Self::resume_from_bytes`] reads them). Like the file, they hold a generator's state
+    /// only for a seeded run.
+    pub fn checkpoint_bytes(
+        &self,
+        path: &Path,
+        model: &M,
+        sampler: Option<SamplerState>,
+        extra: serde_json::Value,
+    ) -> Result<Vec<u8>> {
         let recorder = NamedMpkBytesRecorder::<FullPrecisionSettings>::default();
         let seeded = self.noise.is_seeded() || sampler.as_ref().is_some_and(|s| s.rng.is_some());
         let meta = Meta {
@@ -203,7 +218,7 @@ impl<AB: AutodiffBackend, M: AutodiffModule<AB>, O: Optimizer<M, AB>> DpOptimize
         }
         let crc = crc32fast::hash(&out);
         out.extend_from_slice(&crc.to_le_bytes());
-        write_atomically(path, &out)
+        Ok(out)
     }
 
     /// Rebuilds model and optimizer from a checkpoint. `model` and `inner` are fresh instances

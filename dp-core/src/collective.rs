@@ -30,7 +30,6 @@ pub trait AllReduce<B: Backend> {
 
 /// Peer 0's `key` on every peer of the group (the others pass `None`), e.g. the key of the
 /// sampler that draws the logical batches ([`crate::sampler::PoissonSampler::from_shared_key`]).
-/// It travels as one all-reduce of 32 small integers (exact in f32).
 ///
 /// # Privacy
 /// The key decides every batch: it crosses the links between peers, inside the trust
@@ -40,32 +39,100 @@ pub fn share_key<B: Backend, P: AllReduce<B>>(
     key: Option<[u8; 32]>,
     device: &B::Device,
 ) -> Result<[u8; 32]> {
-    if key.is_some() != (peer.rank() == 0) {
+    let bytes = share_bytes(peer, key.as_ref().map(|k| &k[..]), device)?;
+    bytes.try_into().map_err(|b: Vec<u8>| {
+        DpError::Collective(format!(
+            "the shared key arrived with {} bytes, not 32",
+            b.len()
+        ))
+    })
+}
+
+/// Bytes per f32 of [`share_bytes`]: every integer below 2²⁴ is exact in f32, so a sum of one
+/// peer's value and the others' zeros is exact.
+const BYTES_PER_VALUE: usize = 3;
+
+fn to_values(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks(BYTES_PER_VALUE)
+        .map(|c| c.iter().rev().fold(0u32, |v, &b| (v << 8) | b as u32) as f32)
+        .collect()
+}
+
+fn sum_values<B: Backend, P: AllReduce<B>>(
+    peer: &P,
+    values: Vec<f32>,
+    device: &B::Device,
+) -> Result<Vec<f32>> {
+    let n = values.len();
+    let summed = peer.all_reduce_sum(Tensor::from_data(
+        burn::tensor::TensorData::new(values, [n]),
+        device,
+    ))?;
+    Ok(crate::readback::to_host(summed))
+}
+
+fn whole(v: f32, below: u32) -> Result<u32> {
+    if v >= 0.0 && v.fract() == 0.0 && v < below as f32 {
+        Ok(v as u32)
+    } else {
+        Err(DpError::Collective(format!(
+            "shared bytes arrived damaged ({v} is not a whole number below {below}): did \
+             another peer give bytes too?"
+        )))
+    }
+}
+
+/// Peer 0's `bytes` on every peer of the group (the others pass `None`): e.g. the run's
+/// settings and its checkpoint, so that every peer starts from peer 0's replica. Two
+/// all-reduces (the length, then the bytes, three to an f32).
+///
+/// # Privacy
+/// The bytes cross the links between peers, inside the trust boundary.
+pub fn share_bytes<B: Backend, P: AllReduce<B>>(
+    peer: &P,
+    bytes: Option<&[u8]>,
+    device: &B::Device,
+) -> Result<Vec<u8>> {
+    if bytes.is_some() != (peer.rank() == 0) {
         return Err(DpError::Collective(format!(
-            "peer {} {} a key: only peer 0 gives one",
+            "peer {} {} bytes to share: only peer 0 gives them",
             peer.rank(),
-            if key.is_some() {
+            if bytes.is_some() {
                 "gave"
             } else {
                 "did not give"
             }
         )));
     }
-    let values: Vec<f32> = key.unwrap_or([0; 32]).iter().map(|&b| b as f32).collect();
-    let summed = peer.all_reduce_sum(Tensor::from_data(
-        burn::tensor::TensorData::new(values, [32]),
-        device,
-    ))?;
-    let summed = crate::readback::to_host(summed);
-    let mut out = [0u8; 32];
-    for (o, v) in out.iter_mut().zip(&summed) {
-        if !(0.0..=255.0).contains(v) || v.fract() != 0.0 {
-            return Err(DpError::Collective(format!(
-                "the shared key arrived damaged ({v} is not a byte)"
-            )));
-        }
-        *o = *v as u8;
+    const DIGIT: u64 = 1 << 24;
+    let len = bytes.map_or(0, |b| b.len() as u64);
+    let digits = vec![
+        (len % DIGIT) as f32,
+        (len / DIGIT % DIGIT) as f32,
+        (len / DIGIT / DIGIT) as f32,
+    ];
+    let digits = sum_values(peer, digits, device)?;
+    let mut len = 0u64;
+    for &d in digits.iter().rev() {
+        len = len * DIGIT + u64::from(whole(d, DIGIT as u32)?);
     }
+    let len = usize::try_from(len)
+        .map_err(|_| DpError::Collective(format!("{len} shared bytes do not fit in memory")))?;
+    let values = match bytes {
+        Some(b) => to_values(b),
+        None => vec![0.0; len.div_ceil(BYTES_PER_VALUE)],
+    };
+    if len == 0 {
+        return Ok(Vec::new());
+    }
+    let summed = sum_values(peer, values, device)?;
+    let mut out = Vec::with_capacity(len);
+    for v in summed {
+        let v = whole(v, DIGIT as u32)?;
+        out.extend_from_slice(&v.to_le_bytes()[..BYTES_PER_VALUE]);
+    }
+    out.truncate(len);
     Ok(out)
 }
 

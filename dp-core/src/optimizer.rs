@@ -435,12 +435,21 @@ impl<AB: AutodiffBackend, M: AutodiffModule<AB>, O: Optimizer<M, AB>> DpOptimize
                 "the model has no trainable parameter".into(),
             ));
         }
-        let total: usize = infos.iter().map(|i| i.numel()).sum();
-        let mut share = Tensor::cat(shares, 0);
-        if adds_noise {
-            let noise = self.noise.sample(total, noise_std)?;
-            share = share + Tensor::from_data(TensorData::new(noise, [total]), &device);
-        }
+        // The noise is drawn parameter by parameter, as `finish_step` draws it, so a seeded
+        // group adds the very noise of the same seeded run in one process.
+        let shares = if adds_noise {
+            let mut noisy_shares = Vec::with_capacity(shares.len());
+            for (share, info) in shares.into_iter().zip(&infos) {
+                let noise = self.noise.sample(info.numel(), noise_std)?;
+                noisy_shares.push(
+                    share + Tensor::from_data(TensorData::new(noise, [info.numel()]), &device),
+                );
+            }
+            noisy_shares
+        } else {
+            shares
+        };
+        let share = Tensor::cat(shares, 0);
         let summed = peers.all_reduce_sum(share)?;
         let mut noisy = HashMap::new();
         let mut offset = 0;

@@ -34,6 +34,10 @@ pub struct Evaluation {
     pub train_s: f64,
 }
 
+fn one_peer() -> usize {
+    1
+}
+
 /// The end of a run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
@@ -80,6 +84,9 @@ pub struct Summary {
     pub epoch_train_s: f64,
     /// ε the preset's full run spends on the real dataset.
     pub preset_full_run_epsilon: f64,
+    /// Peers of the data-parallel group that trained the run (1: one device).
+    #[serde(default = "one_peer")]
+    pub peers: usize,
     /// The privacy audit of `--audit`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audit: Option<Box<AuditSummary>>,

@@ -16,7 +16,7 @@ use burn::optim::SgdConfig;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use dp_accountant::{AccountantConfig, AccountantKind, NeighboringRelation};
-use dp_core::collective::{share_key, Peer};
+use dp_core::collective::{share_bytes, share_key, Peer};
 use dp_core::layers::{Linear, LinearConfig};
 use dp_core::loss::cross_entropy_per_row;
 use dp_core::noise::GaussianNoise;
@@ -385,4 +385,49 @@ fn peer_0s_key_reaches_every_peer_and_keys_one_logical_draw() {
         assert_eq!(batches, &seen[0].2, "peer {rank} drew other batches");
     }
     assert!(seen[0].2.iter().any(|b| !b.is_empty()));
+}
+
+#[test]
+fn peer_0s_bytes_reach_every_peer_exactly() {
+    // How a group starts from peer 0's replica: its settings and checkpoint travel as bytes,
+    // three to an f32. Lengths that are not multiples of 3, an empty message and every byte
+    // value must arrive unchanged, one message after another.
+    let _one = ONE_GROUP_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    Peer::<Flex>::reset();
+    let messages: Vec<Vec<u8>> = vec![
+        (0..=255u8).cycle().take(100_001).collect(),
+        Vec::new(),
+        vec![255, 0, 255, 7],
+        (0..3 * 70_000).map(|i| (i * 7919 % 251) as u8).collect(),
+    ];
+    let peers = 3;
+    let (tx, rx) = std::sync::mpsc::channel();
+    for rank in 0..peers {
+        let (tx, messages) = (tx.clone(), messages.clone());
+        std::thread::spawn(move || {
+            let device = Default::default();
+            let peer = Peer::<Flex>::join_local(rank, peers, device).unwrap();
+            let got: Vec<Vec<u8>> = messages
+                .iter()
+                .map(|m| share_bytes(&peer, (rank == 0).then_some(&m[..]), &device).unwrap())
+                .collect();
+            // A follower that also gives bytes is refused before anything is sent.
+            let refused = rank != 0 && share_bytes(&peer, Some(&[1u8][..]), &device).is_err();
+            peer.leave().unwrap();
+            let _ = tx.send((rank, got, refused));
+        });
+    }
+    drop(tx);
+    for _ in 0..peers {
+        let (rank, got, refused) = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("every peer finishes");
+        assert_eq!(got, messages, "peer {rank}");
+        assert!(
+            rank == 0 || refused,
+            "peer {rank} was allowed to give bytes"
+        );
+    }
 }

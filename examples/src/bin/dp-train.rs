@@ -18,7 +18,7 @@ use dp_models::ModelError;
 use examples::error::TrainError;
 use examples::presets::{preset, presets};
 use examples::train::{
-    train, DeviceChoice, NfNetVariant, Outcome, Overrides, RunConfig, TrainOptions,
+    train, DeviceChoice, Devices, NfNetVariant, Outcome, Overrides, RunConfig, TrainOptions,
 };
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -45,8 +45,12 @@ struct Args {
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// Device.
-    #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu)]
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu, conflicts_with = "devices")]
     device: DeviceChoice,
+    /// Several devices of this machine, one data-parallel peer each: cpu:N (N peers on the
+    /// CPU), cuda:I,J,… or wgpu:I,J,… (GPUs by index). Same result and ε as one device.
+    #[arg(long, value_parser = parse_devices)]
+    devices: Option<Devices>,
     /// Training length in epochs (steps = ⌈epochs·N/batch⌉).
     #[arg(long, conflicts_with = "steps")]
     epochs: Option<f64>,
@@ -121,6 +125,10 @@ struct Args {
 fn parse_audit_method(s: &str) -> Result<AuditMethod, String> {
     s.parse()
         .map_err(|e: dp_accountant::AccountantError| e.to_string())
+}
+
+fn parse_devices(s: &str) -> Result<Devices, String> {
+    s.parse()
 }
 
 fn parse_accountant(s: &str) -> Result<AccountantKind, String> {
@@ -201,7 +209,7 @@ fn run(args: Args) -> Result<String, TrainError> {
     let options = TrainOptions {
         out: out.clone(),
         resume: args.resume,
-        device: args.device,
+        devices: args.devices.clone().unwrap_or(Devices::one(args.device)),
         progress: !args.no_progress && !args.json,
         // Evaluation lines go to stderr, so they never mix with --json's stdout.
         verbose: true,

@@ -2,13 +2,14 @@
 //! update → evaluate, checkpoint and report; at the end the released model files and the
 //! summary.
 
-use super::audit::CanaryAudit;
 use super::classifier::Classifier;
-use super::eval::{evaluate, tensors};
+use super::eval::evaluate;
+use super::parallel;
 use super::progress::Progress;
 use super::record::RunRecord;
 use super::run_dir::RunDir;
 use super::session::{checkpoint, Session};
+use super::step::{take_step, StepData};
 use super::{Outcome, TrainOptions};
 use crate::augment::Augment;
 use crate::data::Split;
@@ -18,12 +19,10 @@ use crate::report::{self, Evaluation, Summary};
 use burn::module::AutodiffModule;
 use burn::optim::Optimizer;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{ElementConversion, Int, Tensor};
 use dp_accountant::{AccountantConfig, AccountantKind, DpEvent, NeighboringRelation};
-use dp_core::audit::CanaryRows;
+use dp_core::collective::{AllReduce, Peer};
 use dp_core::files;
 use dp_core::sampler::Sampler;
-use std::cell::Cell;
 use std::path::Path;
 use std::time::Instant;
 
@@ -58,52 +57,6 @@ fn epsilon_pld(plan: &PrivacyPlan, steps: u64) -> Option<f64> {
     accountant.epsilon(plan.delta).ok()
 }
 
-/// A micro-batch's tensors: images and labels of its real examples (K views each) followed
-/// by its canaries' rows (zero images, label 0), and which rows are canaries.
-struct MicroBatch<B: Backend> {
-    x: Tensor<B, 4>,
-    y: Tensor<B, 1, Int>,
-    canaries: Option<MicroBatchCanaries<B>>,
-}
-
-/// The canary rows of a [`MicroBatch`] (after its `real_rows` real rows).
-struct MicroBatchCanaries<B: Backend> {
-    rows: CanaryRows<B>,
-    real_rows: usize,
-}
-
-fn micro_batch<B: Backend>(
-    ctx: &Context,
-    augment: &Augment,
-    audit: Option<&CanaryAudit>,
-    indices: &[usize],
-    step: u64,
-    device: &B::Device,
-) -> Result<MicroBatch<B>> {
-    let train = &ctx.split.train;
-    let Some(audit) = audit else {
-        let (pixels, labels) = augment.batch(train, indices, ctx.augment_seed, step);
-        let (x, y) = tensors::<B>(pixels, labels, train.shape, ctx.resolution, device);
-        return Ok(MicroBatch {
-            x,
-            y,
-            canaries: None,
-        });
-    };
-    let parts = audit.split(indices);
-    let (mut pixels, mut labels) = augment.batch(train, &parts.real, ctx.augment_seed, step);
-    let real_rows = labels.len();
-    let canary_rows = parts.canaries.len() * augment.views;
-    let [c, h, w] = train.shape;
-    pixels.resize(pixels.len() + canary_rows * c * h * w, 0.0);
-    labels.resize(real_rows + canary_rows, 0);
-    let (x, y) = tensors::<B>(pixels, labels, train.shape, ctx.resolution, device);
-    let canaries = audit
-        .rows::<B>(parts.real.len(), &parts.canaries, device)?
-        .map(|rows| MicroBatchCanaries { rows, real_rows });
-    Ok(MicroBatch { x, y, canaries })
-}
-
 /// Evaluates the current and EMA weights on the test set.
 fn evaluation<AB, M, O>(
     session: &Session<AB, M, O>,
@@ -132,10 +85,22 @@ where
     Ok((accuracy, loss, ema))
 }
 
-/// Trains `session` until the run's last step or `pause_after`; returns how it ended.
+/// How the steps of an invocation ended.
+enum Ended {
+    /// At the run's last step; the last evaluation, if this invocation made one.
+    Finished(Option<Evaluation>),
+    /// At `pause_after`.
+    Paused,
+}
+
+/// Trains `session` until the run's last step or `pause_after`; returns how it ended. With
+/// `peer`, `session` is peer 0 of a data-parallel group (see [`super::parallel`]): it alone
+/// evaluates, checkpoints, journals and reports, and after the last step the peers check
+/// that their replicas are identical.
 pub fn fit<AB, M, O>(
-    mut session: Session<AB, M, O>,
+    session: Session<AB, M, O>,
     ctx: &Context,
+    peer: Option<&Peer<AB::InnerBackend>>,
     device: &AB::Device,
 ) -> Result<Outcome>
 where
@@ -144,10 +109,67 @@ where
     M::InnerModule: Classifier<AB::InnerBackend>,
     O: Optimizer<M, AB>,
 {
-    let (config, plan, split) = (&ctx.record.config, &ctx.record.plan, ctx.split);
     let started = Instant::now();
-    let augment = config.augmentation(split.train.shape[0]);
-    let eval_augment = augment.eval_only();
+    let ended = steps(session, ctx, peer, device, started);
+    let (session, ended) = match peer {
+        Some(peer) => parallel::end_of_steps(peer, ended, |(s, _)| &s.model, device)?,
+        None => ended?,
+    };
+    let plan = &ctx.record.plan;
+    let last = match ended {
+        Ended::Paused => {
+            return Ok(Outcome::Paused {
+                steps: session.optimizer.steps(),
+                epsilon: session.optimizer.epsilon(plan.delta)?,
+            })
+        }
+        Ended::Finished(Some(e)) => e,
+        // Resumed at the very end, before the summary was written: evaluate once more.
+        Ended::Finished(None) => {
+            let eval_augment = ctx.record.config.augmentation(ctx.split.train.shape[0]);
+            let (test_accuracy, test_loss, test_accuracy_ema) =
+                evaluation(&session, ctx, &eval_augment.eval_only(), device)?;
+            Evaluation {
+                step: session.optimizer.steps(),
+                epoch: session.optimizer.steps() as f64 * plan.sampling_rate,
+                epsilon: session.optimizer.epsilon(plan.delta)?,
+                train_loss: f64::NAN,
+                test_accuracy,
+                test_loss,
+                test_accuracy_ema,
+                wall_s: session.wall_before + started.elapsed().as_secs_f64(),
+                train_s: 0.0,
+            }
+        }
+    };
+    let wall_s = session.wall_before + started.elapsed().as_secs_f64();
+    let peers = peer.map_or(1, |p| p.peers());
+    finish(&session, ctx, &last, wall_s, peers).map(Outcome::Finished)
+}
+
+/// The steps of this invocation.
+fn steps<AB, M, O>(
+    mut session: Session<AB, M, O>,
+    ctx: &Context,
+    peer: Option<&Peer<AB::InnerBackend>>,
+    device: &AB::Device,
+    started: Instant,
+) -> Result<(Session<AB, M, O>, Ended)>
+where
+    AB: AutodiffBackend,
+    M: AutodiffModule<AB> + Classifier<AB>,
+    M::InnerModule: Classifier<AB::InnerBackend>,
+    O: Optimizer<M, AB>,
+{
+    let (config, plan, split) = (&ctx.record.config, &ctx.record.plan, ctx.split);
+    let data = StepData {
+        config,
+        split,
+        augment: config.augmentation(split.train.shape[0]),
+        augment_seed: ctx.augment_seed,
+        resolution: ctx.resolution,
+    };
+    let eval_augment = data.augment.eval_only();
     let steps_per_epoch = ((1.0 / plan.sampling_rate).round() as u64).max(1);
     let eval_every = if config.eval_every > 0 {
         config.eval_every
@@ -157,52 +179,21 @@ where
     let mut progress = Progress::new(plan, session.optimizer.steps(), ctx.options);
     let (mut loss_sum, mut loss_rows, mut train_s) = (0f64, 0usize, 0f64);
     let mut last: Option<Evaluation> = None;
-    let stop_at = ctx
-        .options
-        .pause_after
-        .map(|n| session.optimizer.steps() + n);
-    while session.optimizer.steps() < plan.steps {
+    let stop_at = stop_at(ctx, session.optimizer.steps());
+    while session.optimizer.steps() < stop_at {
         let step_started = Instant::now();
         let batch = session.sampler.next_batch();
-        let step_index = session.optimizer.steps();
-        let mut step = session.optimizer.begin_step(&batch)?;
-        let (sum, rows) = (Cell::new(0f64), Cell::new(0usize));
-        for indices in batch.micro_batches(config.micro_batch) {
-            let MicroBatch { x, y, canaries } = micro_batch::<AB>(
-                ctx,
-                &augment,
-                session.audit.as_ref(),
-                indices,
-                step_index,
-                device,
-            )?;
-            let (n_rows, real_rows) = (y.dims()[0], canaries.as_ref().map(|c| c.real_rows));
-            let canaries = canaries.map(|c| c.rows);
-            session
-                .optimizer
-                .accumulate(&mut step, &session.model, n_rows, |m, r| {
-                    let canary_rows = canaries.as_ref().map(|c| c.slice(r.clone()));
-                    let mask = canary_rows.as_ref().map(|c| c.is_real.clone());
-                    let losses = m.train_losses(
-                        x.clone().slice(r.clone()),
-                        y.clone().slice(r.clone()),
-                        canary_rows,
-                    );
-                    // The training loss reported is the real rows' only.
-                    let real = match mask {
-                        Some(mask) => losses.clone() * mask,
-                        None => losses.clone(),
-                    };
-                    sum.set(sum.get() + real.sum().into_scalar().elem::<f64>());
-                    let real_in_r =
-                        real_rows.map_or(r.len(), |n| r.end.min(n).saturating_sub(r.start));
-                    rows.set(rows.get() + real_in_r);
-                    losses
-                })?;
-        }
-        session.model = session
-            .optimizer
-            .finish_step(step, session.model, config.learning_rate)?;
+        let shard = peer.map(|p| batch.shard(p.rank(), p.peers()));
+        let (model, loss) = take_step(
+            session.model,
+            &mut session.optimizer,
+            shard.as_ref().unwrap_or(&batch),
+            session.audit.as_ref(),
+            &data,
+            peer,
+            device,
+        )?;
+        session.model = model;
         if let Some(audit) = session.audit.as_mut() {
             let noise_std =
                 session.optimizer.config().noise_multiplier * session.optimizer.sensitivity();
@@ -214,14 +205,14 @@ where
         }
         let done = session.optimizer.steps();
         train_s += step_started.elapsed().as_secs_f64();
-        if rows.get() > 0 {
-            let loss = sum.get() / rows.get() as f64;
-            progress.loss = loss;
-            loss_sum += sum.get();
-            loss_rows += rows.get();
-            report::append_line(&ctx.run.losses(), &format!("{done},{loss}"))?;
+        if loss.rows > 0 {
+            let mean = loss.sum / loss.rows as f64;
+            progress.loss = mean;
+            loss_sum += loss.sum;
+            loss_rows += loss.rows;
+            report::append_line(&ctx.run.losses(), &format!("{done},{mean}"))?;
         }
-        let pausing = stop_at == Some(done) && done < plan.steps;
+        let pausing = stop_at == done && done < plan.steps;
         if done.is_multiple_of(eval_every) || done == plan.steps || pausing {
             let (test_accuracy, test_loss, test_accuracy_ema) =
                 evaluation(&session, ctx, &eval_augment, device)?;
@@ -256,34 +247,19 @@ where
         progress.stepped(done, epsilon_now, last.as_ref());
         if pausing {
             progress.finish();
-            return Ok(Outcome::Paused {
-                steps: done,
-                epsilon: session.optimizer.epsilon(plan.delta)?,
-            });
+            return Ok((session, Ended::Paused));
         }
     }
     progress.finish();
-    let last = match last {
-        Some(e) => e,
-        // Resumed at the very end, before the summary was written: evaluate once more.
-        None => {
-            let (test_accuracy, test_loss, test_accuracy_ema) =
-                evaluation(&session, ctx, &eval_augment, device)?;
-            Evaluation {
-                step: session.optimizer.steps(),
-                epoch: session.optimizer.steps() as f64 * plan.sampling_rate,
-                epsilon: session.optimizer.epsilon(plan.delta)?,
-                train_loss: f64::NAN,
-                test_accuracy,
-                test_loss,
-                test_accuracy_ema,
-                wall_s: session.wall_before + started.elapsed().as_secs_f64(),
-                train_s: 0.0,
-            }
-        }
-    };
-    let wall_s = session.wall_before + started.elapsed().as_secs_f64();
-    finish(&session, ctx, &last, wall_s).map(Outcome::Finished)
+    Ok((session, Ended::Finished(last)))
+}
+
+/// The step this invocation stops after: the run's last, or `pause_after` steps on.
+pub fn stop_at(ctx: &Context, steps_before: u64) -> u64 {
+    let last = ctx.record.plan.steps;
+    ctx.options
+        .pause_after
+        .map_or(last, |n| steps_before.saturating_add(n).min(last))
 }
 
 /// Saves the network of `model` as safetensors at `path` (private, atomic).
@@ -306,6 +282,7 @@ fn finish<AB, M, O>(
     ctx: &Context,
     last: &Evaluation,
     wall_s: f64,
+    peers: usize,
 ) -> Result<Summary>
 where
     AB: AutodiffBackend,
@@ -357,6 +334,7 @@ where
         epoch_s: wall_s / epochs,
         epoch_train_s: step_seconds / epochs,
         preset_full_run_epsilon: preset(&config.preset)?.full_run_epsilon()?,
+        peers,
         audit,
     };
     report::write_summary(&run.dir, &summary)?;

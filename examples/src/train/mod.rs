@@ -4,18 +4,22 @@
 mod audit;
 mod classifier;
 mod config;
+mod devices;
 mod eval;
 mod fit;
+mod parallel;
 mod preflight;
 mod progress;
 mod record;
 mod run;
 mod run_dir;
 mod session;
+mod step;
 
 pub use audit::{AuditConfig, CanaryAudit};
 pub use classifier::Classifier;
 pub use config::{Finetune, Length, NfNetVariant, Overrides, RunConfig};
+pub use devices::{DeviceList, Devices};
 pub use eval::evaluate;
 pub use progress::evaluation_line;
 pub use record::{digest, parse_run_record, DataFingerprint, RunRecord};

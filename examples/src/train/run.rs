@@ -4,7 +4,9 @@
 
 use super::classifier::Classifier;
 use super::config::{Finetune, RunConfig};
+use super::devices::Devices;
 use super::fit::{fit, Context};
+use super::parallel::train_on_devices;
 use super::preflight::{check_logs, check_split, probe_model, Logs};
 use super::record::{check_same_data, read_run_record_file, DataFingerprint, RunRecord};
 use super::run_dir::RunDir;
@@ -39,8 +41,8 @@ pub struct TrainOptions {
     pub out: PathBuf,
     /// Continue the run in `out` instead of starting one.
     pub resume: bool,
-    /// Device.
-    pub device: DeviceChoice,
+    /// The devices, one data-parallel peer each (one device: an ordinary run).
+    pub devices: Devices,
     /// Draw a progress bar when stderr is a terminal.
     pub progress: bool,
     /// Report each evaluation on stderr (a line above the bar, or a plain line without one).
@@ -190,13 +192,21 @@ pub fn train(config: Option<RunConfig>, options: &TrainOptions) -> Result<Outcom
     if prepared.record.config.seed.is_some() {
         eprintln!("{SEEDED_WARNING}");
     }
-    match options.device {
-        DeviceChoice::Cpu => on_backend::<burn::backend::Autodiff<burn::backend::Flex>>(
-            prepared,
-            &run,
-            options,
-            &Default::default(),
-        ),
+    if prepared.record.config.audit.is_some() && options.devices.peers() > 1 {
+        return Err(TrainError::Usage(format!(
+            "--audit runs on one device, not --devices {}: its canaries' scores are read on \
+             one replica",
+            options.devices
+        )));
+    }
+    let devices = &options.devices;
+    match devices.kind {
+        DeviceChoice::Cpu => {
+            let cpus = vec![Default::default(); devices.peers()];
+            on_backend::<burn::backend::Autodiff<burn::backend::Flex>>(
+                prepared, &run, options, &cpus,
+            )
+        }
         DeviceChoice::Cuda => cuda(prepared, &run, options),
         DeviceChoice::Wgpu => wgpu(prepared, &run, options),
     }
@@ -204,14 +214,17 @@ pub fn train(config: Option<RunConfig>, options: &TrainOptions) -> Result<Outcom
 
 #[cfg(feature = "wgpu")]
 fn wgpu(prepared: Prepared, run: &RunDir, options: &TrainOptions) -> Result<Outcome> {
+    use super::devices::DeviceList;
+    use burn::backend::wgpu::WgpuDevice;
     let adapter = dp_core::device::init_wgpu()?;
-    eprintln!("wgpu adapter: {adapter}");
-    on_backend::<burn::backend::Autodiff<dp_core::device::Wgpu>>(
-        prepared,
-        run,
-        options,
-        &Default::default(),
-    )
+    let devices = match &options.devices.list {
+        DeviceList::Default(n) => {
+            eprintln!("wgpu adapter: {adapter}");
+            vec![WgpuDevice::default(); *n]
+        }
+        DeviceList::Indices(ids) => ids.iter().map(|&i| WgpuDevice::DiscreteGpu(i)).collect(),
+    };
+    on_backend::<burn::backend::Autodiff<dp_core::device::Wgpu>>(prepared, run, options, &devices)
 }
 
 #[cfg(not(feature = "wgpu"))]
@@ -223,9 +236,17 @@ fn wgpu(_: Prepared, _: &RunDir, _: &TrainOptions) -> Result<Outcome> {
 
 #[cfg(feature = "cuda")]
 fn cuda(prepared: Prepared, run: &RunDir, options: &TrainOptions) -> Result<Outcome> {
-    dp_core::device::check_cuda(0)?;
-    let device = burn::backend::cuda::CudaDevice::new(0);
-    on_backend::<burn::backend::Autodiff<burn::backend::Cuda>>(prepared, run, options, &device)
+    use super::devices::DeviceList;
+    let indices = match &options.devices.list {
+        DeviceList::Default(n) => vec![0; *n],
+        DeviceList::Indices(ids) => ids.clone(),
+    };
+    let mut devices = Vec::with_capacity(indices.len());
+    for i in indices {
+        dp_core::device::check_cuda(i)?;
+        devices.push(burn::backend::cuda::CudaDevice::new(i));
+    }
+    on_backend::<burn::backend::Autodiff<burn::backend::Cuda>>(prepared, run, options, &devices)
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -235,12 +256,16 @@ fn cuda(_: Prepared, _: &RunDir, _: &TrainOptions) -> Result<Outcome> {
     ))
 }
 
+/// Builds the run's model on `devices[0]` (peer 0's) and launches it.
 fn on_backend<AB: AutodiffBackend>(
     prepared: Prepared,
     run: &RunDir,
     options: &TrainOptions,
-    device: &AB::Device,
+    devices: &[AB::Device],
 ) -> Result<Outcome> {
+    let device = devices
+        .first()
+        .ok_or_else(|| TrainError::Usage("--devices names no device".into()))?;
     let config = &prepared.record.config;
     let classes = prepared.split.train.classes;
     if let Some(seed) = config.seed {
@@ -253,11 +278,11 @@ fn on_backend<AB: AutodiffBackend>(
             prepared,
             run,
             options,
-            device,
+            devices,
         ),
         ModelKind::WideResNet { depth, width } => {
             let model = WideResNetConfig::new(depth, width, classes).init::<AB>(device)?;
-            launch_model(model, prepared, run, options, device)
+            launch_model(model, prepared, run, options, devices)
         }
         ModelKind::NfNet => {
             let finetune = config
@@ -265,7 +290,7 @@ fn on_backend<AB: AutodiffBackend>(
                 .as_ref()
                 .ok_or_else(|| TrainError::Usage("nfnet-finetune needs --checkpoint".into()))?;
             let model = pretrained_nfnet::<AB>(finetune, classes, device)?;
-            launch_model(model, prepared, run, options, device)
+            launch_model(model, prepared, run, options, devices)
         }
     }
 }
@@ -276,7 +301,7 @@ fn launch_model<AB, M>(
     prepared: Prepared,
     run: &RunDir,
     options: &TrainOptions,
-    device: &AB::Device,
+    devices: &[AB::Device],
 ) -> Result<Outcome>
 where
     AB: AutodiffBackend,
@@ -285,26 +310,28 @@ where
 {
     match prepared.record.config.audit {
         Some(audit) => {
-            let block = dp_core::audit::canary_block::<AB>(audit.canaries, device);
-            launch(Audited { model, block }, prepared, run, options, device)
+            let block = dp_core::audit::canary_block::<AB>(audit.canaries, &devices[0]);
+            launch(Audited { model, block }, prepared, run, options, devices)
         }
-        None => launch(model, prepared, run, options, device),
+        None => launch(model, prepared, run, options, devices),
     }
 }
 
-/// Checks the model against the data, starts or resumes the session, and trains.
+/// Checks the model against the data, starts or resumes the session, and trains (on a
+/// data-parallel group if there are several `devices`).
 fn launch<AB, M>(
     model: M,
     prepared: Prepared,
     run: &RunDir,
     options: &TrainOptions,
-    device: &AB::Device,
+    devices: &[AB::Device],
 ) -> Result<Outcome>
 where
     AB: AutodiffBackend,
     M: AutodiffModule<AB> + Classifier<AB>,
     M::InnerModule: Classifier<AB::InnerBackend>,
 {
+    let device = &devices[0];
     let Prepared {
         record,
         split,
@@ -361,7 +388,10 @@ where
         augment_seed,
         resolution,
     };
-    fit(session, &ctx, device)
+    match devices {
+        [device] => fit(session, &ctx, None, device),
+        _ => train_on_devices(session, &ctx, devices),
+    }
 }
 
 /// Classes of the head in a timm NFNet checkpoint (`head.fc.weight` is `[classes, features]`).

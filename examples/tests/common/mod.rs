@@ -3,7 +3,7 @@
 
 use examples::data::write_synthetic_fashion_mnist;
 use examples::report::Summary;
-use examples::train::{DeviceChoice, Outcome, TrainOptions};
+use examples::train::{DeviceChoice, Devices, Outcome, TrainOptions};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -12,7 +12,7 @@ pub fn options(out: &Path) -> TrainOptions {
     TrainOptions {
         out: out.to_path_buf(),
         resume: false,
-        device: DeviceChoice::Cpu,
+        devices: Devices::one(DeviceChoice::Cpu),
         progress: false,
         verbose: false,
         pause_after: None,
