@@ -408,7 +408,7 @@ impl<AB: AutodiffBackend, M: AutodiffModule<AB>, O: Optimizer<M, AB>> DpOptimize
         peers: &P,
     ) -> Result<M>
     where
-        P: crate::collective::AllReduce<AB::InnerBackend>,
+        P: crate::collective::AllReduce<AB::InnerBackend> + ?Sized,
     {
         let noise_std = self.noise_std_for(&step, "the peer's shard")?;
         let adds_noise = peers.rank() == 0;

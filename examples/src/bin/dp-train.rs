@@ -13,12 +13,14 @@
 use clap::Parser;
 use dp_accountant::audit::AuditMethod;
 use dp_accountant::AccountantKind;
+use dp_core::collective::{JobSecret, Orchestrator};
 use dp_core::DpError;
 use dp_models::ModelError;
 use examples::error::TrainError;
 use examples::presets::{preset, presets};
 use examples::train::{
-    train, DeviceChoice, Devices, NfNetVariant, Outcome, Overrides, RunConfig, TrainOptions,
+    follow_node, train, DeviceChoice, Devices, NetworkOptions, NfNetVariant, Outcome, Overrides,
+    RunConfig, TrainOptions,
 };
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -26,9 +28,12 @@ use std::process::ExitCode;
 #[derive(Parser, Debug)]
 #[command(
     name = "dp-train",
-    about = "Differentially private training (DP-SGD) from a preset"
+    about = "Differentially private training (DP-SGD) from a preset",
+    args_conflicts_with_subcommands = true
 )]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Recipe (see --list-presets).
     #[arg(long)]
     preset: Option<String>,
@@ -120,6 +125,82 @@ struct Args {
     /// one-run ((ε, δ)-DP).
     #[arg(long, value_parser = parse_audit_method)]
     audit_method: Option<AuditMethod>,
+    /// This process's rank in a group of processes on several machines (0 leads and takes
+    /// the run's settings; the others take theirs from it).
+    #[arg(long, requires_all = ["nodes", "orchestrator", "secret_file"])]
+    node_rank: Option<usize>,
+    /// The number of processes of the group.
+    #[arg(long, requires = "node_rank")]
+    nodes: Option<usize>,
+    /// The group's orchestrator (HOST:PORT; see `dp-train orchestrator`).
+    #[arg(long, requires = "node_rank")]
+    orchestrator: Option<String>,
+    /// The job's secret (made by `dp-train orchestrator`; copy it to every machine).
+    #[arg(long, requires = "node_rank")]
+    secret_file: Option<PathBuf>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Serve a group of dp-train processes on several machines: admits the peers that hold
+    /// the job's secret, then sums their clipped gradients at every step. The peers exchange
+    /// un-noised clipped sums, neither encrypted nor authenticated after admission: the
+    /// machines and the network between them are the trust boundary (use a private network,
+    /// a VPN or an SSH tunnel).
+    Orchestrator {
+        /// The address to listen on, HOST:PORT (only that address; 0.0.0.0 only if you name
+        /// it).
+        #[arg(long)]
+        listen: String,
+        /// The number of dp-train processes of the job.
+        #[arg(long)]
+        nodes: usize,
+        /// The job's secret: made here (readable by its owner only) if the file does not exist.
+        #[arg(long)]
+        secret_file: PathBuf,
+        /// Give up if not every process has joined within this many seconds.
+        #[arg(long, default_value_t = 600)]
+        admission_timeout: u64,
+    },
+}
+
+fn orchestrate(
+    listen: &str,
+    nodes: usize,
+    secret_file: &std::path::Path,
+    admission_timeout: u64,
+) -> Result<String, TrainError> {
+    let secret = if secret_file.exists() {
+        JobSecret::read(secret_file)?
+    } else {
+        let secret = JobSecret::create(secret_file)?;
+        eprintln!(
+            "wrote a new job secret to {}: copy it to every machine of the job (it admits them); keep it private",
+            secret_file.display()
+        );
+        secret
+    };
+    let orchestrator = Orchestrator::bind(
+        listen,
+        nodes,
+        secret,
+        std::time::Duration::from_secs(admission_timeout),
+    )?;
+    eprintln!(
+        "orchestrator listening on {} for {nodes} processes",
+        orchestrator.local_addr()?
+    );
+    orchestrator.run(|line| eprintln!("{line}"))?;
+    Ok("the job's processes all finished".into())
+}
+
+fn network_options(args: &Args) -> Option<NetworkOptions> {
+    Some(NetworkOptions {
+        orchestrator: args.orchestrator.clone()?,
+        rank: args.node_rank?,
+        nodes: args.nodes?,
+        secret_file: args.secret_file.clone()?,
+    })
 }
 
 fn parse_audit_method(s: &str) -> Result<AuditMethod, String> {
@@ -160,9 +241,19 @@ fn list() -> Result<String, TrainError> {
 }
 
 fn run(args: Args) -> Result<String, TrainError> {
+    if let Some(Command::Orchestrator {
+        listen,
+        nodes,
+        secret_file,
+        admission_timeout,
+    }) = &args.command
+    {
+        return orchestrate(listen, *nodes, secret_file, *admission_timeout);
+    }
     if args.list_presets {
         return list();
     }
+    let network = network_options(&args);
     let overrides = Overrides {
         data_dir: args.data_dir.clone(),
         epochs: args.epochs,
@@ -185,6 +276,30 @@ fn run(args: Args) -> Result<String, TrainError> {
         audit_significance: args.audit_significance,
         audit_method: args.audit_method,
     };
+    if let Some(n) = network.as_ref().filter(|n| n.rank > 0) {
+        if args.preset.is_some() || args.resume || args.out.is_some() || args.devices.is_some() {
+            return Err(TrainError::Usage(format!(
+                "peer {} takes its settings and replica from peer 0: give it only --data-dir, \
+                 --device and the group's flags",
+                n.rank
+            )));
+        }
+        let overrides_but_data = Overrides {
+            data_dir: None,
+            ..overrides.clone()
+        };
+        if overrides_but_data != Overrides::default() {
+            return Err(TrainError::Usage(format!(
+                "peer {} takes its settings from peer 0: drop the run's settings",
+                n.rank
+            )));
+        }
+        let steps = follow_node(n, args.device, args.data_dir.clone())?;
+        return Ok(format!(
+            "peer {} of {}: trained to step {steps} with peer 0",
+            n.rank, n.nodes
+        ));
+    }
     let (config, out) = if args.resume {
         let out = args.out.clone().ok_or_else(|| {
             TrainError::Usage("--resume needs --out DIR (the run to continue)".into())
@@ -214,6 +329,7 @@ fn run(args: Args) -> Result<String, TrainError> {
         // Evaluation lines go to stderr, so they never mix with --json's stdout.
         verbose: true,
         pause_after: args.pause_after,
+        network,
     };
     let summary = match train(config, &options)? {
         Outcome::Finished(summary) => summary,
@@ -313,6 +429,7 @@ fn main() -> ExitCode {
                 | TrainError::Accountant(_)
                 | TrainError::Dp(DpError::Checkpoint { .. })
                 | TrainError::Dp(DpError::DeviceUnavailable(_))
+                | TrainError::Dp(DpError::InvalidParameter { .. })
                 | TrainError::Model(ModelError::Checkpoint { .. })
                 | TrainError::Model(ModelError::Mismatch { .. }) => ExitCode::from(2),
                 _ => ExitCode::from(1),

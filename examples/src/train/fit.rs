@@ -20,7 +20,7 @@ use burn::module::AutodiffModule;
 use burn::optim::Optimizer;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use dp_accountant::{AccountantConfig, AccountantKind, DpEvent, NeighboringRelation};
-use dp_core::collective::{AllReduce, Peer};
+use dp_core::collective::AllReduce;
 use dp_core::files;
 use dp_core::sampler::Sampler;
 use std::path::Path;
@@ -100,7 +100,7 @@ enum Ended {
 pub fn fit<AB, M, O>(
     session: Session<AB, M, O>,
     ctx: &Context,
-    peer: Option<&Peer<AB::InnerBackend>>,
+    peer: Option<&dyn AllReduce<AB::InnerBackend>>,
     device: &AB::Device,
 ) -> Result<Outcome>
 where
@@ -151,7 +151,7 @@ where
 fn steps<AB, M, O>(
     mut session: Session<AB, M, O>,
     ctx: &Context,
-    peer: Option<&Peer<AB::InnerBackend>>,
+    peer: Option<&dyn AllReduce<AB::InnerBackend>>,
     device: &AB::Device,
     started: Instant,
 ) -> Result<(Session<AB, M, O>, Ended)>

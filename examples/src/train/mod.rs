@@ -7,6 +7,7 @@ mod config;
 mod devices;
 mod eval;
 mod fit;
+mod node;
 mod parallel;
 mod preflight;
 mod progress;
@@ -21,6 +22,7 @@ pub use classifier::Classifier;
 pub use config::{Finetune, Length, NfNetVariant, Overrides, RunConfig};
 pub use devices::{DeviceList, Devices};
 pub use eval::evaluate;
+pub use node::{follow_node, NetworkOptions, CONNECT_FOR};
 pub use progress::evaluation_line;
 pub use record::{digest, parse_run_record, DataFingerprint, RunRecord};
 pub use run::{

@@ -52,13 +52,13 @@ fn from_group(e: &TrainError) -> bool {
 
 /// One all-reduce of a flag: whether this peer `failed`. Returns an error if another peer
 /// failed (a peer that failed itself gets `Ok` and returns its own error).
-pub fn agree<B: Backend>(peer: &Peer<B>, failed: bool, device: &B::Device) -> Result<()> {
+pub fn agree<B: Backend>(peer: &dyn AllReduce<B>, failed: bool, device: &B::Device) -> Result<()> {
     agree_and_sum(peer, failed, StepLoss::default(), device).map(|_| ())
 }
 
 /// [`agree`], summing the peers' training losses on the way (the same all-reduce).
 pub fn agree_and_sum<B: Backend>(
-    peer: &Peer<B>,
+    peer: &dyn AllReduce<B>,
     failed: bool,
     loss: StepLoss,
     device: &B::Device,
@@ -108,7 +108,7 @@ fn fingerprint<B: Backend, M: Module<B>>(model: &M) -> Vec<u8> {
 /// others (at the agreement they are waiting in); otherwise the peers agree that all of them
 /// finished and that their replicas (`model`) are identical.
 pub fn end_of_steps<B: Backend, T, MB: Backend, M: Module<MB>>(
-    peer: &Peer<B>,
+    peer: &dyn AllReduce<B>,
     ended: Result<T>,
     model: impl Fn(&T) -> &M,
     device: &B::Device,
@@ -167,7 +167,7 @@ pub struct Received {
 pub fn hand_over<AB, M, O>(
     session: &mut Session<AB, M, O>,
     ctx: &Context,
-    peer: &Peer<AB::InnerBackend>,
+    peer: &dyn AllReduce<AB::InnerBackend>,
     device: &AB::Device,
 ) -> Result<()>
 where
@@ -235,7 +235,7 @@ where
 }
 
 /// A follower's half of the start: receives the job, peer 0's replica and the sampler key.
-pub fn receive<B: Backend>(peer: &Peer<B>, device: &B::Device) -> Result<Received> {
+pub fn receive<B: Backend>(peer: &dyn AllReduce<B>, device: &B::Device) -> Result<Received> {
     let header = share_bytes(peer, None, device)?;
     let Some((&with_key, job)) = header.split_first() else {
         return Err(DpError::Collective("peer 0 stopped before the first step".into()).into());
@@ -274,7 +274,7 @@ pub fn follow<AB, M>(
     template: M,
     received: Received,
     split: &Split,
-    peer: &Peer<AB::InnerBackend>,
+    peer: &dyn AllReduce<AB::InnerBackend>,
     device: &AB::Device,
 ) -> Result<()>
 where
@@ -343,6 +343,23 @@ where
         Ok(model)
     })();
     end_of_steps(peer, ended, |m| m, device).map(|_| ())
+}
+
+/// Trains `session` as peer 0 of a network group (the caller leaves the group after).
+pub fn train_over_network<AB, M, O>(
+    mut session: Session<AB, M, O>,
+    ctx: &Context,
+    peer: &dyn AllReduce<AB::InnerBackend>,
+    device: &AB::Device,
+) -> Result<Outcome>
+where
+    AB: AutodiffBackend,
+    M: AutodiffModule<AB> + Classifier<AB>,
+    M::InnerModule: Classifier<AB::InnerBackend>,
+    O: Optimizer<M, AB>,
+{
+    hand_over(&mut session, ctx, peer, device)?;
+    fit(session, ctx, Some(peer), device)
 }
 
 /// Trains `session` on a group of `devices` of this machine, one thread each; peer 0 (this

@@ -6,7 +6,8 @@ use super::classifier::Classifier;
 use super::config::{Finetune, RunConfig};
 use super::devices::Devices;
 use super::fit::{fit, Context};
-use super::parallel::train_on_devices;
+use super::node::NetworkOptions;
+use super::parallel::{train_on_devices, train_over_network};
 use super::preflight::{check_logs, check_split, probe_model, Logs};
 use super::record::{check_same_data, read_run_record_file, DataFingerprint, RunRecord};
 use super::run_dir::RunDir;
@@ -18,6 +19,7 @@ use crate::report::Summary;
 use burn::module::{AutodiffModule, ModuleDisplay};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use dp_core::audit::Audited;
+use dp_core::collective::NetworkPeer;
 use dp_models::finetune::{freeze_nfnet, replace_nfnet_head};
 use dp_models::{load_safetensors, KeyLayout, NfNet, TanhCnn, WideResNetConfig};
 use std::path::{Path, PathBuf};
@@ -50,6 +52,9 @@ pub struct TrainOptions {
     /// Stop after this many steps in this invocation (evaluated and checkpointed; continue
     /// with `resume`), e.g. to fit a long run into time-boxed sessions.
     pub pause_after: Option<u64>,
+    /// Peer 0 of a group of processes (see [`super::node`]); the others run
+    /// [`super::follow_node`].
+    pub network: Option<NetworkOptions>,
 }
 
 /// How [`train`] ended.
@@ -71,7 +76,7 @@ pub const SEEDED_WARNING: &str = "warning: --seed makes the noise and the batche
 anyone who knows the seed (it is stored in the run's files) can remove the noise; for \
 experiments only, never release a seeded run's model as private";
 
-fn load_data(config: &RunConfig) -> Result<Split> {
+pub(super) fn load_data(config: &RunConfig) -> Result<Split> {
     let split = match config.dataset {
         Dataset::FashionMnist => read_fashion_mnist(&config.data_dir),
         Dataset::Cifar10 => read_cifar10(&config.data_dir),
@@ -192,28 +197,63 @@ pub fn train(config: Option<RunConfig>, options: &TrainOptions) -> Result<Outcom
     if prepared.record.config.seed.is_some() {
         eprintln!("{SEEDED_WARNING}");
     }
-    if prepared.record.config.audit.is_some() && options.devices.peers() > 1 {
+    let grouped = options.devices.peers() > 1 || options.network.is_some();
+    if prepared.record.config.audit.is_some() && grouped {
         return Err(TrainError::Usage(format!(
-            "--audit runs on one device, not --devices {}: its canaries' scores are read on \
-             one replica",
-            options.devices
+            "--audit runs on one device, not on a group ({}): its canaries' scores are read \
+             on one replica",
+            match &options.network {
+                Some(n) => format!("{} nodes", n.nodes),
+                None => format!("--devices {}", options.devices),
+            }
         )));
     }
+    let network = match &options.network {
+        Some(n) if n.rank == 0 => Some(super::node::join(n)?),
+        Some(n) => {
+            return Err(TrainError::Usage(format!(
+                "peer {} takes its settings from peer 0 (follow_node)",
+                n.rank
+            )))
+        }
+        None => None,
+    };
+    let outcome = on_devices(prepared, &run, options, network.as_ref());
+    match (outcome, network) {
+        (Ok(outcome), Some(peer)) => {
+            peer.leave()?;
+            Ok(outcome)
+        }
+        (outcome, _) => outcome,
+    }
+}
+
+fn on_devices(
+    prepared: Prepared,
+    run: &RunDir,
+    options: &TrainOptions,
+    network: Option<&NetworkPeer>,
+) -> Result<Outcome> {
     let devices = &options.devices;
     match devices.kind {
         DeviceChoice::Cpu => {
             let cpus = vec![Default::default(); devices.peers()];
             on_backend::<burn::backend::Autodiff<burn::backend::Flex>>(
-                prepared, &run, options, &cpus,
+                prepared, run, options, &cpus, network,
             )
         }
-        DeviceChoice::Cuda => cuda(prepared, &run, options),
-        DeviceChoice::Wgpu => wgpu(prepared, &run, options),
+        DeviceChoice::Cuda => cuda(prepared, run, options, network),
+        DeviceChoice::Wgpu => wgpu(prepared, run, options, network),
     }
 }
 
 #[cfg(feature = "wgpu")]
-fn wgpu(prepared: Prepared, run: &RunDir, options: &TrainOptions) -> Result<Outcome> {
+fn wgpu(
+    prepared: Prepared,
+    run: &RunDir,
+    options: &TrainOptions,
+    network: Option<&NetworkPeer>,
+) -> Result<Outcome> {
     use super::devices::DeviceList;
     use burn::backend::wgpu::WgpuDevice;
     let adapter = dp_core::device::init_wgpu()?;
@@ -224,18 +264,25 @@ fn wgpu(prepared: Prepared, run: &RunDir, options: &TrainOptions) -> Result<Outc
         }
         DeviceList::Indices(ids) => ids.iter().map(|&i| WgpuDevice::DiscreteGpu(i)).collect(),
     };
-    on_backend::<burn::backend::Autodiff<dp_core::device::Wgpu>>(prepared, run, options, &devices)
+    on_backend::<burn::backend::Autodiff<dp_core::device::Wgpu>>(
+        prepared, run, options, &devices, network,
+    )
 }
 
 #[cfg(not(feature = "wgpu"))]
-fn wgpu(_: Prepared, _: &RunDir, _: &TrainOptions) -> Result<Outcome> {
+fn wgpu(_: Prepared, _: &RunDir, _: &TrainOptions, _: Option<&NetworkPeer>) -> Result<Outcome> {
     Err(TrainError::Usage(
         "--device wgpu needs a build with wgpu support: cargo run --release --features wgpu -p examples --bin dp-train -- ...".into(),
     ))
 }
 
 #[cfg(feature = "cuda")]
-fn cuda(prepared: Prepared, run: &RunDir, options: &TrainOptions) -> Result<Outcome> {
+fn cuda(
+    prepared: Prepared,
+    run: &RunDir,
+    options: &TrainOptions,
+    network: Option<&NetworkPeer>,
+) -> Result<Outcome> {
     use super::devices::DeviceList;
     let indices = match &options.devices.list {
         DeviceList::Default(n) => vec![0; *n],
@@ -246,14 +293,70 @@ fn cuda(prepared: Prepared, run: &RunDir, options: &TrainOptions) -> Result<Outc
         dp_core::device::check_cuda(i)?;
         devices.push(burn::backend::cuda::CudaDevice::new(i));
     }
-    on_backend::<burn::backend::Autodiff<burn::backend::Cuda>>(prepared, run, options, &devices)
+    on_backend::<burn::backend::Autodiff<burn::backend::Cuda>>(
+        prepared, run, options, &devices, network,
+    )
 }
 
 #[cfg(not(feature = "cuda"))]
-fn cuda(_: Prepared, _: &RunDir, _: &TrainOptions) -> Result<Outcome> {
+fn cuda(_: Prepared, _: &RunDir, _: &TrainOptions, _: Option<&NetworkPeer>) -> Result<Outcome> {
     Err(TrainError::Usage(
         "--device cuda needs a build with CUDA support: cargo run --release --features cuda -p examples --bin dp-train -- ...".into(),
     ))
+}
+
+/// What to do with the run's model once it is built, whatever its architecture.
+pub(super) trait ModelTask<AB: AutodiffBackend> {
+    /// The task's result.
+    type Output;
+    /// Does it with `model`.
+    fn run<M>(self, model: M) -> Result<Self::Output>
+    where
+        M: AutodiffModule<AB> + Classifier<AB> + ModuleDisplay,
+        M::InnerModule: Classifier<AB::InnerBackend> + ModuleDisplay;
+}
+
+/// Builds the model of `config` for `classes` on `device` and gives it to `task`.
+pub(super) fn with_model<AB: AutodiffBackend, T: ModelTask<AB>>(
+    config: &RunConfig,
+    classes: usize,
+    device: &AB::Device,
+    task: T,
+) -> Result<T::Output> {
+    match config.model {
+        ModelKind::TanhCnn => task.run(TanhCnn::<AB>::new(classes, device)?),
+        ModelKind::WideResNet { depth, width } => {
+            task.run(WideResNetConfig::new(depth, width, classes).init::<AB>(device)?)
+        }
+        ModelKind::NfNet => {
+            let finetune = config
+                .finetune
+                .as_ref()
+                .ok_or_else(|| TrainError::Usage("nfnet-finetune needs --checkpoint".into()))?;
+            task.run(pretrained_nfnet::<AB>(finetune, classes, device)?)
+        }
+    }
+}
+
+/// Where a run's peers are, besides peer 0 on `devices[0]`.
+struct Launch<'a, AB: AutodiffBackend> {
+    prepared: Prepared,
+    run: &'a RunDir,
+    options: &'a TrainOptions,
+    devices: &'a [AB::Device],
+    network: Option<&'a NetworkPeer>,
+}
+
+impl<AB: AutodiffBackend> ModelTask<AB> for Launch<'_, AB> {
+    type Output = Outcome;
+
+    fn run<M>(self, model: M) -> Result<Outcome>
+    where
+        M: AutodiffModule<AB> + Classifier<AB> + ModuleDisplay,
+        M::InnerModule: Classifier<AB::InnerBackend> + ModuleDisplay,
+    {
+        launch_model(model, self)
+    }
 }
 
 /// Builds the run's model on `devices[0]` (peer 0's) and launches it.
@@ -262,75 +365,58 @@ fn on_backend<AB: AutodiffBackend>(
     run: &RunDir,
     options: &TrainOptions,
     devices: &[AB::Device],
+    network: Option<&NetworkPeer>,
 ) -> Result<Outcome> {
     let device = devices
         .first()
         .ok_or_else(|| TrainError::Usage("--devices names no device".into()))?;
-    let config = &prepared.record.config;
+    let config = prepared.record.config.clone();
     let classes = prepared.split.train.classes;
     if let Some(seed) = config.seed {
         // Reproducible initialization (and stochastic depth) for seeded runs.
         AB::seed(device, seed);
     }
-    match config.model {
-        ModelKind::TanhCnn => launch_model(
-            TanhCnn::<AB>::new(classes, device)?,
-            prepared,
-            run,
-            options,
-            devices,
-        ),
-        ModelKind::WideResNet { depth, width } => {
-            let model = WideResNetConfig::new(depth, width, classes).init::<AB>(device)?;
-            launch_model(model, prepared, run, options, devices)
-        }
-        ModelKind::NfNet => {
-            let finetune = config
-                .finetune
-                .as_ref()
-                .ok_or_else(|| TrainError::Usage("nfnet-finetune needs --checkpoint".into()))?;
-            let model = pretrained_nfnet::<AB>(finetune, classes, device)?;
-            launch_model(model, prepared, run, options, devices)
-        }
-    }
+    let launch: Launch<'_, AB> = Launch {
+        prepared,
+        run,
+        options,
+        devices,
+        network,
+    };
+    with_model(&config, classes, device, launch)
 }
 
 /// [`launch`] with the model alone, or beside the audit block of `--audit`.
-fn launch_model<AB, M>(
-    model: M,
-    prepared: Prepared,
-    run: &RunDir,
-    options: &TrainOptions,
-    devices: &[AB::Device],
-) -> Result<Outcome>
+fn launch_model<AB, M>(model: M, launch: Launch<AB>) -> Result<Outcome>
 where
     AB: AutodiffBackend,
     M: AutodiffModule<AB> + Classifier<AB> + ModuleDisplay,
     M::InnerModule: Classifier<AB::InnerBackend> + ModuleDisplay,
 {
-    match prepared.record.config.audit {
+    match launch.prepared.record.config.audit {
         Some(audit) => {
-            let block = dp_core::audit::canary_block::<AB>(audit.canaries, &devices[0]);
-            launch(Audited { model, block }, prepared, run, options, devices)
+            let block = dp_core::audit::canary_block::<AB>(audit.canaries, &launch.devices[0]);
+            self::launch(Audited { model, block }, launch)
         }
-        None => launch(model, prepared, run, options, devices),
+        None => self::launch(model, launch),
     }
 }
 
 /// Checks the model against the data, starts or resumes the session, and trains (on a
-/// data-parallel group if there are several `devices`).
-fn launch<AB, M>(
-    model: M,
-    prepared: Prepared,
-    run: &RunDir,
-    options: &TrainOptions,
-    devices: &[AB::Device],
-) -> Result<Outcome>
+/// data-parallel group if there are several `devices` or a network group).
+fn launch<AB, M>(model: M, launch: Launch<AB>) -> Result<Outcome>
 where
     AB: AutodiffBackend,
     M: AutodiffModule<AB> + Classifier<AB>,
     M::InnerModule: Classifier<AB::InnerBackend>,
 {
+    let Launch {
+        prepared,
+        run,
+        options,
+        devices,
+        network,
+    } = launch;
     let device = &devices[0];
     let Prepared {
         record,
@@ -388,9 +474,13 @@ where
         augment_seed,
         resolution,
     };
-    match devices {
-        [device] => fit(session, &ctx, None, device),
-        _ => train_on_devices(session, &ctx, devices),
+    match (devices, network) {
+        ([device], None) => fit(session, &ctx, None, device),
+        ([device], Some(peer)) => train_over_network(session, &ctx, peer, device),
+        (_, None) => train_on_devices(session, &ctx, devices),
+        (_, Some(_)) => Err(TrainError::Usage(
+            "a peer of a network group trains on one device: start one process per device".into(),
+        )),
     }
 }
 

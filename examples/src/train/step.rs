@@ -15,7 +15,7 @@ use burn::optim::Optimizer;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Int, Tensor};
 use dp_core::audit::CanaryRows;
-use dp_core::collective::Peer;
+use dp_core::collective::AllReduce;
 use dp_core::sampler::SampledBatch;
 use dp_core::DpOptimizer;
 use std::cell::Cell;
@@ -99,7 +99,7 @@ pub fn take_step<AB, M, O>(
     batch: &SampledBatch,
     audit: Option<&CanaryAudit>,
     data: &StepData,
-    peer: Option<&Peer<AB::InnerBackend>>,
+    peer: Option<&dyn AllReduce<AB::InnerBackend>>,
     device: &AB::Device,
 ) -> Result<(M, StepLoss)>
 where

@@ -16,6 +16,7 @@ pub fn options(out: &Path) -> TrainOptions {
         progress: false,
         verbose: false,
         pause_after: None,
+        network: None,
     }
 }
 

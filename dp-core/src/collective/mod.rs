@@ -1,10 +1,10 @@
-//! The one file that knows burn's collective engine (burn-collective, burn feature
-//! `collective`): a data-parallel peer that sums a flat tensor across the peers of its group.
-//! [`crate::DpOptimizer::finish_step_all_reduced`] needs only the [`AllReduce`] trait, so another engine (NCCL
-//! through burn's `distributed` feature) can replace this file.
-//!
-//! burn-collective keeps one group per backend type in the process (tracel-ai/burn#3449):
-//! only one data-parallel group per backend may run at a time in a process.
+//! Data-parallel groups: a peer sums a flat tensor across the peers of its group
+//! ([`AllReduce`]). [`crate::DpOptimizer::finish_step_all_reduced`] needs only that trait.
+//! Two groups implement it:
+//! - [`Peer`] (`local.rs`, the one file that knows burn-collective): the devices of this
+//!   process, one thread each; an NCCL engine (burn's `distributed` feature) could replace it;
+//! - [`NetworkPeer`] (`network.rs`): processes on several machines, through an
+//!   [`Orchestrator`] that admits only peers holding the job's secret.
 //!
 //! # Privacy
 //! Peers exchange their **un-noised** clipped sums (the noise is added once, by peer 0, to its
@@ -12,10 +12,14 @@
 //! between them, is inside the trust boundary.
 
 use crate::error::{DpError, Result};
-use burn::collective::{self, CollectiveConfig, PeerId, ReduceOperation};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorPrimitive};
-use std::marker::PhantomData;
+use burn::tensor::Tensor;
+
+mod local;
+mod network;
+
+pub use local::Peer;
+pub use network::{JobSecret, NetworkPeer, Orchestrator};
 
 /// A sum across the peers of a data-parallel group.
 pub trait AllReduce<B: Backend> {
@@ -34,7 +38,7 @@ pub trait AllReduce<B: Backend> {
 /// # Privacy
 /// The key decides every batch: it crosses the links between peers, inside the trust
 /// boundary, and is never written anywhere.
-pub fn share_key<B: Backend, P: AllReduce<B>>(
+pub fn share_key<B: Backend, P: AllReduce<B> + ?Sized>(
     peer: &P,
     key: Option<[u8; 32]>,
     device: &B::Device,
@@ -59,7 +63,7 @@ fn to_values(bytes: &[u8]) -> Vec<f32> {
         .collect()
 }
 
-fn sum_values<B: Backend, P: AllReduce<B>>(
+fn sum_values<B: Backend, P: AllReduce<B> + ?Sized>(
     peer: &P,
     values: Vec<f32>,
     device: &B::Device,
@@ -89,7 +93,7 @@ fn whole(v: f32, below: u32) -> Result<u32> {
 ///
 /// # Privacy
 /// The bytes cross the links between peers, inside the trust boundary.
-pub fn share_bytes<B: Backend, P: AllReduce<B>>(
+pub fn share_bytes<B: Backend, P: AllReduce<B> + ?Sized>(
     peer: &P,
     bytes: Option<&[u8]>,
     device: &B::Device,
@@ -134,68 +138,4 @@ pub fn share_bytes<B: Backend, P: AllReduce<B>>(
     }
     out.truncate(len);
     Ok(out)
-}
-
-/// A peer of a group of devices in this process (one thread each), on burn-collective.
-#[derive(Debug)]
-pub struct Peer<B: Backend> {
-    rank: usize,
-    peers: usize,
-    _backend: PhantomData<B>,
-}
-
-fn failed(what: &str, e: collective::CollectiveError) -> DpError {
-    DpError::Collective(format!("{what}: {e:?}"))
-}
-
-impl<B: Backend> Peer<B> {
-    /// Joins the group of `peers` devices of this process as peer `rank`, on `device` (the
-    /// inner, non-autodiff backend's). Every peer must join before the first sum completes.
-    pub fn join_local(rank: usize, peers: usize, device: B::Device) -> Result<Self> {
-        if peers == 0 || rank >= peers {
-            return Err(DpError::invalid(
-                "rank",
-                "r",
-                rank,
-                "< peers (and peers >= 1)",
-            ));
-        }
-        let config = CollectiveConfig::default().with_num_devices(peers);
-        collective::register::<B>(PeerId::from(rank), device, config)
-            .map_err(|e| failed("register", e))?;
-        Ok(Self {
-            rank,
-            peers,
-            _backend: PhantomData,
-        })
-    }
-
-    /// Leaves the group (after the last step).
-    pub fn leave(self) -> Result<()> {
-        collective::finish_collective::<B>(PeerId::from(self.rank)).map_err(|e| failed("finish", e))
-    }
-
-    /// Forgets every group of this backend in the process (after a failed run, before the
-    /// next group starts).
-    pub fn reset() {
-        collective::reset_collective::<B>();
-    }
-}
-
-impl<B: Backend> AllReduce<B> for Peer<B> {
-    fn rank(&self) -> usize {
-        self.rank
-    }
-
-    fn peers(&self) -> usize {
-        self.peers
-    }
-
-    fn all_reduce_sum(&self, values: Tensor<B, 1>) -> Result<Tensor<B, 1>> {
-        let primitive = values.into_primitive().tensor();
-        let summed =
-            collective::all_reduce::<B>(PeerId::from(self.rank), primitive, ReduceOperation::Sum)
-                .map_err(|e| failed("all-reduce", e))?;
-        Ok(Tensor::from_primitive(TensorPrimitive::Float(summed)))
-    }
 }
