@@ -3,6 +3,7 @@
 
 pub mod augment;
 pub mod bench;
+pub mod bench_parallel;
 pub mod check;
 pub mod data;
 pub mod error;

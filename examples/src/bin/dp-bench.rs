@@ -16,6 +16,7 @@ use dp_core::PerExampleEngine;
 use dp_models::TanhCnn;
 use dp_models::{NfNetConfig, WideResNetConfig};
 use examples::bench::{self, Batch, BenchModel};
+use examples::bench_parallel::{time_group, Transport};
 use serde_json::json;
 
 #[derive(Parser, Debug)]
@@ -53,6 +54,12 @@ struct Args {
     /// audit's cost; 1% of the examples are canaries), side by side with the plain one.
     #[arg(long, default_value_t = 0)]
     audit: usize,
+    /// Peers of `--mode parallel` (threads of this process, on the device).
+    #[arg(long, default_value_t = 2)]
+    peers: usize,
+    /// The group of `--mode parallel`.
+    #[arg(long, value_enum, default_value_t = Transport::Local)]
+    transport: Transport,
     /// Print JSON lines.
     #[arg(long)]
     json: bool,
@@ -86,6 +93,9 @@ enum Mode {
     Private,
     /// The fast per-example path against the batch-of-one oracle on the device.
     Check,
+    /// A data-parallel private step (--peers, --transport) against a one-device one, and the
+    /// all-reduce's share of it.
+    Parallel,
 }
 
 fn model_name(m: ModelArg) -> &'static str {
@@ -105,6 +115,9 @@ fn run<B: AutodiffBackend>(
     let e = |err: dp_models::ModelError| err.to_string();
     if args.mode == Mode::Check {
         return check::<B>(args, &device, device_name);
+    }
+    if args.mode == Mode::Parallel {
+        return parallel::<B>(args, &device, device_name);
     }
     let result = match args.model {
         ModelArg::FmnistCnn => {
@@ -127,6 +140,68 @@ fn run<B: AutodiffBackend>(
         }
     };
     result.map_err(|err| err.to_string())
+}
+
+/// `--mode parallel`: one JSON object.
+fn parallel<B: AutodiffBackend>(
+    args: &Args,
+    device: &B::Device,
+    device_name: &str,
+) -> Result<String, String> {
+    let (a, d) = (args, device);
+    let timing = match args.model {
+        ModelArg::FmnistCnn => time_group::<B, _>(
+            |d| TanhCnn::<B>::new(10, d),
+            a.batch,
+            [1, 28, 28],
+            a.peers,
+            a.transport,
+            a.warmup,
+            a.iters,
+            d,
+        ),
+        ModelArg::Wrn16_4 => time_group::<B, _>(
+            |d| WideResNetConfig::new(16, 4, 10).init::<B>(d),
+            a.batch,
+            [3, 32, 32],
+            a.peers,
+            a.transport,
+            a.warmup,
+            a.iters,
+            d,
+        ),
+        ModelArg::NfnetF0Tiny => time_group::<B, _>(
+            |d| NfNetConfig::tiny().init::<B>(d),
+            a.batch,
+            [3, 32, 32],
+            a.peers,
+            a.transport,
+            a.warmup,
+            a.iters,
+            d,
+        ),
+        ModelArg::NfnetF0 => time_group::<B, _>(
+            |d| NfNetConfig::f0().init::<B>(d),
+            a.batch,
+            [3, 224, 224],
+            a.peers,
+            a.transport,
+            a.warmup,
+            a.iters,
+            d,
+        ),
+    }
+    .map_err(|e| e.to_string())?;
+    let mut out = json!(timing);
+    out["model"] = json!(model_name(args.model));
+    out["batch"] = json!(args.batch);
+    out["device"] = json!(device_name);
+    out["mode"] = json!("parallel");
+    Ok(if args.json {
+        out.to_string()
+    } else {
+        serde_json::to_string_pretty(&out).unwrap_or_default()
+    })
 }
 
 /// `--mode check`: the table, or JSON lines; an error if any case failed.
