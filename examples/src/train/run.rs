@@ -188,6 +188,13 @@ pub fn train(config: Option<RunConfig>, options: &TrainOptions) -> Result<Outcom
             "--pause-after 0 must be at least 1".into(),
         ));
     }
+    if options.network.is_some() && options.devices.peers() > 1 {
+        return Err(TrainError::Usage(format!(
+            "a process of a network group trains on one device, not --devices {}: start one \
+             process per device",
+            options.devices
+        )));
+    }
     let run = RunDir::new(&options.out);
     let prepared = if options.resume {
         prepare_resume(config, &run)?
