@@ -129,6 +129,22 @@ fn restored_rng(state: &SamplerState) -> Result<SecureRng> {
     }
 }
 
+/// The dataset size and rate of a Poisson `sampling`.
+fn poisson(sampling: Sampling) -> Result<(u64, f64)> {
+    match sampling {
+        Sampling::Poisson {
+            sampling_rate,
+            dataset_size,
+        } => Ok((dataset_size, sampling_rate)),
+        other => Err(DpError::invalid(
+            "sampler_state",
+            "sampling",
+            format!("{other:?}"),
+            "Poisson",
+        )),
+    }
+}
+
 /// Draws logical batches.
 pub trait Sampler {
     /// The next batch.
@@ -169,21 +185,18 @@ impl PoissonSampler {
         Self::with_rng(dataset_size, sampling_rate, SecureRng::from_shared_key(key))
     }
 
+    /// [`Self::from_shared_key`] for the dataset size and rate of `sampling`, which must be
+    /// Poisson: e.g. a group's sampler, keyed anew at every start of the group.
+    pub fn keyed(sampling: Sampling, key: [u8; 32]) -> Result<Self> {
+        let (dataset_size, sampling_rate) = poisson(sampling)?;
+        Self::from_shared_key(dataset_size, sampling_rate, key)
+    }
+
     /// Restores a sampler from a checkpoint: the same stream if it was seeded, fresh
     /// operating-system entropy otherwise.
     pub fn from_state(state: &SamplerState) -> Result<Self> {
-        match state.sampling {
-            Sampling::Poisson {
-                sampling_rate,
-                dataset_size,
-            } => Self::with_rng(dataset_size, sampling_rate, restored_rng(state)?),
-            other => Err(DpError::invalid(
-                "sampler_state",
-                "sampling",
-                format!("{other:?}"),
-                "Poisson",
-            )),
-        }
+        let (dataset_size, sampling_rate) = poisson(state.sampling)?;
+        Self::with_rng(dataset_size, sampling_rate, restored_rng(state)?)
     }
 
     fn with_rng(dataset_size: u64, sampling_rate: f64, rng: SecureRng) -> Result<Self> {

@@ -113,6 +113,27 @@ impl JobSecret {
     }
 }
 
+/// What both sides of a handshake know once the peer has introduced itself; the proofs each
+/// side gives of holding the secret are HMACs over all of it, with a label per side.
+struct Handshake {
+    server_nonce: [u8; 32],
+    client_nonce: [u8; 32],
+    rank: [u8; 4],
+    nodes: [u8; 4],
+}
+
+impl Handshake {
+    fn peer_proof(&self, secret: &JobSecret) -> HmacSha256 {
+        let (s, c) = (&self.server_nonce, &self.client_nonce);
+        secret.mac(&[b"peer", s, c, &self.rank, &self.nodes])
+    }
+
+    fn orchestrator_proof(&self, secret: &JobSecret, status: u8) -> HmacSha256 {
+        let (s, c) = (&self.server_nonce, &self.client_nonce);
+        secret.mac(&[b"orchestrator", c, s, &self.rank, &self.nodes, &[status]])
+    }
+}
+
 fn nonce() -> Result<[u8; 32]> {
     crate::rng::SecureRng::os_key()
 }
@@ -277,14 +298,14 @@ impl Orchestrator {
         let nodes_bytes = read_array::<4>(&mut reader).map_err(io)?;
         let client_nonce = read_array::<32>(&mut reader).map_err(io)?;
         let tag = read_array::<32>(&mut reader).map_err(io)?;
-        self.secret
-            .mac(&[
-                b"peer",
-                &server_nonce,
-                &client_nonce,
-                &rank_bytes,
-                &nodes_bytes,
-            ])
+        let handshake = Handshake {
+            server_nonce,
+            client_nonce,
+            rank: rank_bytes,
+            nodes: nodes_bytes,
+        };
+        handshake
+            .peer_proof(&self.secret)
             .verify_slice(&tag)
             .map_err(|_| "it does not hold the job's secret".to_string())?;
         let rank = u32::from_le_bytes(rank_bytes) as usize;
@@ -298,16 +319,8 @@ impl Orchestrator {
         } else {
             0
         };
-        let answer = self
-            .secret
-            .mac(&[
-                b"orchestrator",
-                &client_nonce,
-                &server_nonce,
-                &rank_bytes,
-                &nodes_bytes,
-                &[status],
-            ])
+        let answer = handshake
+            .orchestrator_proof(&self.secret, status)
             .finalize()
             .into_bytes();
         writer.write_all(&answer).map_err(|e| e.to_string())?;
@@ -457,16 +470,13 @@ impl NetworkPeer {
         let server_nonce = read_array::<32>(&mut reader).map_err(io)?;
         let client_nonce = nonce()?;
         let (rank_bytes, nodes_bytes) = ((rank as u32).to_le_bytes(), (peers as u32).to_le_bytes());
-        let tag = secret
-            .mac(&[
-                b"peer",
-                &server_nonce,
-                &client_nonce,
-                &rank_bytes,
-                &nodes_bytes,
-            ])
-            .finalize()
-            .into_bytes();
+        let handshake = Handshake {
+            server_nonce,
+            client_nonce,
+            rank: rank_bytes,
+            nodes: nodes_bytes,
+        };
+        let tag = handshake.peer_proof(secret).finalize().into_bytes();
         for part in [&rank_bytes[..], &nodes_bytes, &client_nonce, &tag] {
             writer.write_all(part).map_err(io)?;
         }
@@ -477,15 +487,8 @@ impl NetworkPeer {
             ))
         })?;
         let [status] = read_array::<1>(&mut reader).map_err(io)?;
-        secret
-            .mac(&[
-                b"orchestrator",
-                &client_nonce,
-                &server_nonce,
-                &rank_bytes,
-                &nodes_bytes,
-                &[status],
-            ])
+        handshake
+            .orchestrator_proof(secret, status)
             .verify_slice(&answer)
             .map_err(|_| {
                 network(format!(

@@ -142,53 +142,61 @@ fn run<B: AutodiffBackend>(
     result.map_err(|err| err.to_string())
 }
 
+/// [`time_group`] with the batch, input shape, peers and transport of `group`.
+fn time_group_of<B, M>(
+    make: impl Fn(&B::Device) -> Result<M, dp_models::ModelError> + Sync,
+    group: (usize, [usize; 3], usize, Transport),
+    args: &Args,
+    device: &B::Device,
+) -> dp_core::Result<examples::bench_parallel::GroupTiming>
+where
+    B: AutodiffBackend,
+    M: BenchModel<B>,
+{
+    let (batch, shape, peers, transport) = group;
+    time_group::<B, M>(
+        make,
+        batch,
+        shape,
+        peers,
+        transport,
+        args.warmup,
+        args.iters,
+        device,
+    )
+}
+
 /// `--mode parallel`: one JSON object.
 fn parallel<B: AutodiffBackend>(
     args: &Args,
     device: &B::Device,
     device_name: &str,
 ) -> Result<String, String> {
-    let (a, d) = (args, device);
+    let group = |shape: [usize; 3]| (args.batch, shape, args.peers, args.transport);
     let timing = match args.model {
-        ModelArg::FmnistCnn => time_group::<B, _>(
+        ModelArg::FmnistCnn => time_group_of::<B, _>(
             |d| TanhCnn::<B>::new(10, d),
-            a.batch,
-            [1, 28, 28],
-            a.peers,
-            a.transport,
-            a.warmup,
-            a.iters,
-            d,
+            group([1, 28, 28]),
+            args,
+            device,
         ),
-        ModelArg::Wrn16_4 => time_group::<B, _>(
+        ModelArg::Wrn16_4 => time_group_of::<B, _>(
             |d| WideResNetConfig::new(16, 4, 10).init::<B>(d),
-            a.batch,
-            [3, 32, 32],
-            a.peers,
-            a.transport,
-            a.warmup,
-            a.iters,
-            d,
+            group([3, 32, 32]),
+            args,
+            device,
         ),
-        ModelArg::NfnetF0Tiny => time_group::<B, _>(
+        ModelArg::NfnetF0Tiny => time_group_of::<B, _>(
             |d| NfNetConfig::tiny().init::<B>(d),
-            a.batch,
-            [3, 32, 32],
-            a.peers,
-            a.transport,
-            a.warmup,
-            a.iters,
-            d,
+            group([3, 32, 32]),
+            args,
+            device,
         ),
-        ModelArg::NfnetF0 => time_group::<B, _>(
+        ModelArg::NfnetF0 => time_group_of::<B, _>(
             |d| NfNetConfig::f0().init::<B>(d),
-            a.batch,
-            [3, 224, 224],
-            a.peers,
-            a.transport,
-            a.warmup,
-            a.iters,
-            d,
+            group([3, 224, 224]),
+            args,
+            device,
         ),
     }
     .map_err(|e| e.to_string())?;

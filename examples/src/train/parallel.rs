@@ -38,7 +38,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::Tensor;
 use dp_core::collective::{share_bytes, share_key, AllReduce, Peer};
 use dp_core::rng::SecureRng;
-use dp_core::sampler::{PoissonSampler, Sampler, Sampling};
+use dp_core::sampler::{PoissonSampler, Sampler};
 use dp_core::{DpError, DpOptimizer};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -212,19 +212,7 @@ where
     let switched = match key {
         Some(key) => {
             let key = share_key(peer, Some(key), device)?;
-            let sampling = session.sampler.sampling();
-            let (dataset_size, sampling_rate) = match sampling {
-                Sampling::Poisson {
-                    dataset_size,
-                    sampling_rate,
-                } => (dataset_size, sampling_rate),
-                other => {
-                    return Err(TrainError::Usage(format!(
-                        "internal: data-parallel runs sample Poisson batches, not {other:?}"
-                    )))
-                }
-            };
-            PoissonSampler::from_shared_key(dataset_size, sampling_rate, key)
+            PoissonSampler::keyed(session.sampler.sampling(), key)
                 .map(|s| session.sampler = s)
                 .map_err(TrainError::from)
         }
@@ -288,35 +276,29 @@ where
         key,
     } = received;
     let config: &RunConfig = &record.config;
-    let rebuilt =
-        (|| -> Result<_> {
-            let resumed = DpOptimizer::resume_from_bytes(
-                Path::new("peer 0's replica"),
-                &checkpoint,
-                None,
-                template,
-                sgd::<AB, M>(config.momentum),
-            )?;
-            let state = resumed.sampler.as_ref().ok_or_else(|| {
-                TrainError::Usage("internal: peer 0's replica has no sampler".into())
-            })?;
-            let sampler =
-                match (key, &state.sampling) {
-                    (
-                        Some(key),
-                        Sampling::Poisson {
-                            dataset_size,
-                            sampling_rate,
-                        },
-                    ) => PoissonSampler::from_shared_key(*dataset_size, *sampling_rate, key)?,
-                    (None, _) if state.rng.is_some() => PoissonSampler::from_state(state)?,
-                    _ => return Err(TrainError::Usage(
-                        "internal: peer 0 sent neither a sampler key nor a seeded Poisson sampler"
-                            .into(),
-                    )),
-                };
-            Ok((resumed.model, resumed.optimizer, sampler))
-        })();
+    let rebuilt = (|| -> Result<_> {
+        let resumed = DpOptimizer::resume_from_bytes(
+            Path::new("peer 0's replica"),
+            &checkpoint,
+            None,
+            template,
+            sgd::<AB, M>(config.momentum),
+        )?;
+        let state = resumed
+            .sampler
+            .as_ref()
+            .ok_or_else(|| TrainError::Usage("internal: peer 0's replica has no sampler".into()))?;
+        let sampler = match key {
+            Some(key) => PoissonSampler::keyed(state.sampling, key)?,
+            None if state.rng.is_some() => PoissonSampler::from_state(state)?,
+            None => {
+                return Err(TrainError::Usage(
+                    "internal: peer 0 sent neither a sampler key nor a seeded sampler".into(),
+                ))
+            }
+        };
+        Ok((resumed.model, resumed.optimizer, sampler))
+    })();
     agree(peer, rebuilt.is_err(), device)?;
     let (mut model, mut optimizer, mut sampler) = rebuilt?;
     let data = StepData {
