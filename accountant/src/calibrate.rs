@@ -3,7 +3,7 @@
 //! Both rest on monotonicity (ε falls with σ and grows with the number of steps) and on a
 //! generic bracketing root finder, as dp_accounting's `mechanism_calibration` does.
 
-use crate::accountant::AccountantConfig;
+use crate::accountant::{AccountantConfig, PrivacyAccountant};
 use crate::error::{check_delta, AccountantError, Result};
 use crate::event::{DpEvent, NeighboringRelation};
 
@@ -176,6 +176,66 @@ pub fn max_steps(
             "a single step already costs more than ε = {target_epsilon} at δ = {delta}"
         )));
     }
+    largest_meeting(meets, max_steps)
+}
+
+/// How many more repetitions of `step` the accountant `spent` can take, at most `max_steps`,
+/// while its ε at `delta` stays within `target_epsilon`: 0 when the next step already goes
+/// past it. The search is [`max_steps`]'s, starting from what `spent` has composed; an error
+/// of the accountant beyond the first step (a PLD grid grown past its limit, say) ends the
+/// search there, as if the budget were exceeded: the answer can only be smaller.
+///
+/// A caller that charges one step at a time can use the answer for that many steps instead
+/// of asking the accountant before each (what `dp_core`'s budget check does).
+///
+/// ```
+/// use dp_accountant::{calibrate, DpEvent, PrivacyAccountant, RdpAccountant};
+/// let step = DpEvent::poisson_gaussian(0.01, 1.0);
+/// let mut spent = RdpAccountant::new();
+/// spent.compose(&step.clone().self_composed(100))?;
+/// let more = calibrate::steps_within(&spent, &step, 3.0, 1e-5, 1_000_000)?;
+/// spent.compose(&step.clone().self_composed(more))?;
+/// assert!(spent.epsilon(1e-5)? <= 3.0);
+/// spent.compose(&step)?;
+/// assert!(spent.epsilon(1e-5)? > 3.0);
+/// # Ok::<(), dp_accountant::AccountantError>(())
+/// ```
+pub fn steps_within(
+    spent: &dyn PrivacyAccountant,
+    step: &DpEvent,
+    target_epsilon: f64,
+    delta: f64,
+    max_steps: u64,
+) -> Result<u64> {
+    check_delta(delta)?;
+    if target_epsilon.is_nan() || target_epsilon < 0.0 {
+        return Err(AccountantError::invalid(
+            "target_epsilon",
+            "ε",
+            target_epsilon,
+            ">= 0",
+        ));
+    }
+    if max_steps == 0 {
+        return Ok(0);
+    }
+    let epsilon_after = |steps: u64| -> Result<f64> {
+        let mut accountant = spent.box_clone();
+        accountant.compose(&step.clone().self_composed(steps))?;
+        accountant.epsilon(delta)
+    };
+    if epsilon_after(1)? > target_epsilon {
+        return Ok(0);
+    }
+    largest_meeting(
+        |steps| Ok(matches!(epsilon_after(steps), Ok(e) if e <= target_epsilon)),
+        max_steps,
+    )
+}
+
+/// The largest count in [1, `max_steps`] that `meets`, given that 1 does and that `meets` is
+/// monotone (true up to a threshold, false after).
+fn largest_meeting(mut meets: impl FnMut(u64) -> Result<bool>, max_steps: u64) -> Result<u64> {
     // Exponential search for a failing count, then integer bisection. The search stops at
     // the cap: doubling saturates at u64::MAX, so testing `bad > max_steps` alone never ends
     // when the cap is u64::MAX and the budget allows it.

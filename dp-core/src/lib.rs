@@ -6,6 +6,7 @@
 )]
 
 pub mod audit;
+mod budget;
 mod error;
 pub mod flex;
 pub mod layers;

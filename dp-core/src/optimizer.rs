@@ -25,14 +25,8 @@ use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::ops::Range;
 
-/// A target privacy budget: no step may take ε past `epsilon` at `delta`.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Budget {
-    /// ε.
-    pub epsilon: f64,
-    /// δ.
-    pub delta: f64,
-}
+pub use crate::budget::Budget;
+use crate::budget::Headroom;
 
 /// Settings of private training.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -146,6 +140,8 @@ pub struct DpOptimizer<AB: AutodiffBackend, M: AutodiffModule<AB>, O: Optimizer<
     /// A parameter whose released (noisy) gradient is kept after each step, for audits.
     watched: Option<ParamId>,
     released: Option<Vec<f32>>,
+    /// Steps known to fit in the budget.
+    headroom: Headroom,
     _marker: PhantomData<(AB, M)>,
 }
 
@@ -173,6 +169,7 @@ impl<AB: AutodiffBackend, M: AutodiffModule<AB>, O: Optimizer<M, AB>> DpOptimize
             run_id: crate::rng::random_id()?,
             watched: None,
             released: None,
+            headroom: Headroom::default(),
             _marker: PhantomData,
         })
     }
@@ -245,21 +242,15 @@ impl<AB: AutodiffBackend, M: AutodiffModule<AB>, O: Optimizer<M, AB>> DpOptimize
     /// this fails.
     pub fn begin_step(&mut self, batch: &SampledBatch) -> Result<PrivateStep<AB>> {
         let event = batch.sampling().event(self.config.noise_multiplier);
+        if let Some(budget) = self.config.budget {
+            self.headroom
+                .check(self.accountant.as_ref(), &event, &budget, self.steps)?;
+        }
         let mut after = self.accountant.box_clone();
         after.compose(&event)?;
-        if let Some(budget) = self.config.budget {
-            let would_spend = after.epsilon(budget.delta)?;
-            if would_spend > budget.epsilon {
-                return Err(DpError::BudgetExceeded {
-                    step: self.steps,
-                    would_spend,
-                    budget: budget.epsilon,
-                    delta: budget.delta,
-                });
-            }
-        }
         self.write_journal(after.as_ref())?;
         self.accountant = after;
+        self.headroom.charged(&event);
         let step = self.steps;
         self.steps += 1;
         #[cfg(feature = "test-hooks")]

@@ -45,49 +45,81 @@ fn ce(m: &Lin<TB>, data: &Data, r: Range<usize>) -> Tensor<TB, 1> {
     )
 }
 
-fn rdp() -> Box<dyn dp_accountant::PrivacyAccountant> {
-    AccountantConfig::default_for(AccountantKind::Rdp)
+fn accountant(kind: AccountantKind) -> Box<dyn dp_accountant::PrivacyAccountant> {
+    AccountantConfig::default_for(kind)
         .build(NeighboringRelation::AddOrRemoveOne)
         .unwrap()
 }
 
-#[test]
-fn the_budget_admits_exactly_the_steps_the_accountant_allows_and_refuses_the_next_at_no_cost() {
-    let (sigma, q, n, delta, budget) = (1.5, 0.1, 50u64, 1e-5, 1.25);
-    // k from the accountant alone: ε(k steps) ≤ budget < ε(k + 1 steps).
-    let epsilon_after = |steps: u64| {
-        let mut accountant = rdp();
-        let event = DpEvent::poisson_gaussian(q, sigma).self_composed(steps);
-        accountant.compose(&event).unwrap();
-        accountant.epsilon(delta).unwrap()
-    };
-    let k = (1..100u64)
-        .find(|&k| epsilon_after(k + 1) > budget)
+/// ε after `before` steps at rate `q0` and then `steps` at `q`, by the accountant alone.
+fn epsilon_after(
+    kind: AccountantKind,
+    sigma: f64,
+    q0: f64,
+    before: u64,
+    q: f64,
+    steps: u64,
+) -> f64 {
+    let mut acc = accountant(kind);
+    if before > 0 {
+        acc.compose(&DpEvent::poisson_gaussian(q0, sigma).self_composed(before))
+            .unwrap();
+    }
+    acc.compose(&DpEvent::poisson_gaussian(q, sigma).self_composed(steps))
         .unwrap();
-    assert!(k >= 3, "only {k} steps fit: the test needs several");
-    assert!(epsilon_after(k) <= budget && budget < epsilon_after(k + 1));
+    acc.epsilon(1e-5).unwrap()
+}
 
-    let mut model = Lin {
+fn lin() -> Lin<TB> {
+    Lin {
         fc: LinearConfig::new(4, 3)
             .init::<TB>(&Default::default())
             .unwrap(),
-    };
+    }
+}
+
+/// Takes `before` steps at rate `q0`, then steps at `q` until the budget refuses one, and
+/// checks that exactly the steps the accountant allows were taken and the refusal charged
+/// nothing. The check before a step counts down steps known to fit (one search per event),
+/// so a change of event must be searched again.
+fn admits_exactly_what_fits(
+    kind: AccountantKind,
+    q0: f64,
+    before: u64,
+    q: f64,
+    budget: f64,
+    fewest: u64,
+) {
+    let (sigma, n, delta) = (1.5, 50u64, 1e-5);
+    // k from the accountant alone: ε(k steps) ≤ budget < ε(k + 1 steps).
+    let after = |k| epsilon_after(kind, sigma, q0, before, q, k);
+    let k = (0..200u64).find(|&k| after(k + 1) > budget).unwrap();
+    assert!(k >= fewest, "only {k} steps fit: the test needs {fewest}");
+    assert!(after(k) <= budget && budget < after(k + 1));
+
+    let mut model = lin();
     let mut config = DpSgdConfig::new(sigma, 1.0);
     config.budget = Some(Budget {
         epsilon: budget,
         delta,
     });
     let inner = SgdConfig::new().init::<TB, Lin<TB>>();
-    let mut opt = DpOptimizer::new(&model, inner, config, rdp()).unwrap();
+    let mut opt = DpOptimizer::new(&model, inner, config, accountant(kind)).unwrap();
+    let mut first = PoissonSampler::seeded(n, q0, 0).unwrap();
+    for _ in 0..before {
+        model = opt
+            .step(model, &first.next_batch(), 8, 0.1, load, ce)
+            .unwrap();
+    }
     let mut sampler = PoissonSampler::seeded(n, q, 0).unwrap();
     for taken in 1..=k {
         let batch = sampler.next_batch();
         model = opt.step(model, &batch, 8, 0.1, load, ce).unwrap();
-        assert_eq!(opt.steps(), taken);
+        assert_eq!(opt.steps(), before + taken);
     }
     let spent = opt.epsilon(delta).unwrap();
     assert!(
-        (spent / epsilon_after(k) - 1.0).abs() < 1e-9,
+        (spent / after(k) - 1.0).abs() < 1e-9,
         "{spent} after {k} steps"
     );
     let ledger = opt.accountant().ledger().clone();
@@ -107,8 +139,8 @@ fn the_budget_admits_exactly_the_steps_the_accountant_allows_and_refuses_the_nex
             budget: b,
             delta: d,
         }) => {
-            assert_eq!(step, k);
-            assert!((would_spend / epsilon_after(k + 1) - 1.0).abs() < 1e-9);
+            assert_eq!(step, before + k);
+            assert!((would_spend / after(k + 1) - 1.0).abs() < 1e-9);
             assert_eq!((b, d), (budget, delta));
         }
         Err(other) => panic!("step {} refused with {other}", k + 1),
@@ -116,5 +148,22 @@ fn the_budget_admits_exactly_the_steps_the_accountant_allows_and_refuses_the_nex
     }
     assert_eq!(opt.epsilon(delta).unwrap(), spent, "the refusal changed ε");
     assert_eq!(opt.accountant().ledger(), &ledger);
-    assert_eq!(opt.steps(), k);
+    assert_eq!(opt.steps(), before + k);
+}
+
+#[test]
+fn the_budget_admits_exactly_the_steps_the_accountant_allows_and_refuses_the_next_at_no_cost() {
+    admits_exactly_what_fits(AccountantKind::Rdp, 0.1, 0, 0.1, 1.25, 3);
+    admits_exactly_what_fits(AccountantKind::Pld, 0.1, 0, 0.1, 1.25, 3);
+}
+
+#[test]
+fn a_costlier_event_after_cheap_steps_is_checked_anew() {
+    // 20 cheap steps (q = 0.02) leave room for many more of them; steps at q = 0.2 must be
+    // refused where the accountant says, not after the cheap event's count, and a first
+    // step at q = 1 (ε > 3 alone) at once.
+    for kind in [AccountantKind::Rdp, AccountantKind::Pld] {
+        admits_exactly_what_fits(kind, 0.02, 20, 0.2, 3.0, 3);
+        admits_exactly_what_fits(kind, 0.02, 20, 1.0, 3.0, 0);
+    }
 }
