@@ -27,7 +27,22 @@ for arg in "$@"; do
     prev=$arg
 done
 out="runs/${preset}-$(date -u +%Y%m%dT%H%M%SZ)"
-if [[ -n $given ]]; then
-    exec cargo run --release -q -p examples --bin dp-train -- --out "$out" "$@"
+
+# Say what happens before each long part: the first build takes minutes and prints little.
+say() { echo "main.sh: $*" >&2; }
+bin=target/release/dp-train
+started=$SECONDS
+if [[ -x $bin ]]; then
+    say "checking that $bin is up to date (seconds, unless the sources changed)"
+else
+    say "building dp-train and its dependencies (release build, about 4-7 minutes the first"
+    say "time on 2 cores; cargo downloads crates first if they are missing, and shows its progress)"
 fi
-exec cargo run --release -q -p examples --bin dp-train -- --preset "$preset" --out "$out" "$@"
+cargo build --release -p examples --bin dp-train
+if (( SECONDS - started > 5 )); then say "built in $((SECONDS - started)) s"; fi
+say "training $preset (privately: Poisson sampling, per-example clipping, Gaussian noise); the"
+say "run directory is $out; progress below, the test accuracy and the (ε, δ) spent at the end"
+if [[ -n $given ]]; then
+    exec "$bin" --out "$out" "$@"
+fi
+exec "$bin" --preset "$preset" --out "$out" "$@"

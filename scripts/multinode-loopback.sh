@@ -43,7 +43,7 @@ sed 's/^/orchestrator: /' "$WORK/orchestrator.log"
 sed 's/^/peer 1: /' "$WORK/peer1.out"
 grep '^step' "$WORK/peer0.err" | tail -1 | sed 's/^/peer 0: /'
 field() { grep -o "\"$2\":[^,}]*" "$1" | head -1 | cut -d: -f2; }
-for f in test_accuracy epsilon epsilon_pld steps peers; do
+for f in test_accuracy epsilon epsilon_rdp epsilon_pld steps peers; do
     printf '%-14s one process %-22s two processes %s\n' "$f" "$(field "$WORK/one.json" $f)" "$(field "$WORK/group.json" $f)"
 done
 printf '%-14s one process %-22s two processes %s\n' wall_ms "$one_s" "$group_s"

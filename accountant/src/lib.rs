@@ -47,3 +47,8 @@ pub use event::{DpEvent, NeighboringRelation};
 pub use ledger::{Ledger, Mechanism};
 pub use pld::{PldAccountant, PldConfig};
 pub use rdp::{default_orders, EpsilonAndOrder, RdpAccountant, RdpConfig, RdpConversion};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -2,7 +2,7 @@
 //! one line naming the flag.
 
 use dp_accountant::PrivacyAccountant as _;
-use dp_accountant::{DpEvent, RdpAccountant};
+use dp_accountant::{DpEvent, PldAccountant, RdpAccountant};
 use std::process::{Command, Output};
 
 fn run(args: &[&str]) -> Output {
@@ -48,6 +48,8 @@ fn epsilon_json_is_the_library_value() {
         "2468",
         "--delta",
         "1e-5",
+        "--accountant",
+        "rdp",
         "--json",
     ]);
     let mut a = RdpAccountant::new();
@@ -58,6 +60,29 @@ fn epsilon_json_is_the_library_value() {
     assert_eq!(v["order"].as_f64().unwrap(), expected.order);
     assert_eq!(v["delta"].as_f64().unwrap(), 1e-5);
     assert_eq!(v["accountant"], "rdp");
+}
+
+#[test]
+fn pld_is_the_default_accountant() {
+    let v = json(&[
+        "epsilon",
+        "--dataset-size",
+        "60000",
+        "--batch-size",
+        "2048",
+        "--noise-multiplier",
+        "1.8",
+        "--steps",
+        "1172",
+        "--delta",
+        "1e-5",
+        "--json",
+    ]);
+    let mut a = PldAccountant::new();
+    a.compose(&DpEvent::poisson_gaussian(2048.0 / 60000.0, 1.8).self_composed(1172))
+        .unwrap();
+    assert_eq!(v["accountant"], "pld");
+    assert_eq!(v["epsilon"].as_f64().unwrap(), a.epsilon(1e-5).unwrap());
 }
 
 #[test]
@@ -74,17 +99,17 @@ fn pld_is_tighter_than_rdp_on_the_cli() {
         "1e-5",
         "--json",
     ];
-    let rdp = field(&base, "epsilon");
-    let mut with_pld = base.to_vec();
-    with_pld.extend(["--accountant", "pld"]);
-    let pld = json(&with_pld);
+    let pld = json(&base);
+    let mut with_rdp = base.to_vec();
+    with_rdp.extend(["--accountant", "rdp"]);
+    let rdp = field(&with_rdp, "epsilon");
     assert!(pld.get("order").is_none());
     assert!(pld["epsilon"].as_f64().unwrap() < rdp);
 }
 
 #[test]
 fn noise_steps_and_delta_answer_consistently() {
-    let q = ["--sampling-rate", "0.08192"];
+    let q = ["--sampling-rate", "0.08192", "--accountant", "rdp"];
     let mut noise = vec!["noise"];
     noise.extend(q);
     noise.extend([
@@ -245,6 +270,8 @@ fn bad_input_exits_2_with_one_line_naming_the_flag() {
                 "1e-5",
                 "--neighboring-relation",
                 "replace-one",
+                "--accountant",
+                "rdp",
             ]),
             "replace-one",
         ),
@@ -295,4 +322,24 @@ fn bad_input_exits_2_with_one_line_naming_the_flag() {
         assert!(out.stdout.is_empty(), "{args:?}");
         assert!(!stderr.contains("panicked"), "{args:?}");
     }
+}
+
+#[test]
+fn help_texts_have_no_rustdoc_link_syntax() {
+    for sub in [&[][..], &["epsilon"], &["delta"], &["noise"], &["steps"]] {
+        let mut args = sub.to_vec();
+        args.push("--help");
+        let o = run(&args);
+        let help = String::from_utf8(o.stdout).unwrap();
+        assert!(
+            o.status.success() && help.contains("Usage"),
+            "{args:?}: {help}"
+        );
+        for link in ["[`", "`]", "]("] {
+            assert!(!help.contains(link), "{args:?} shows {link:?}:\n{help}");
+        }
+    }
+    let o = run(&["epsilon", "--help"]);
+    let help = String::from_utf8(o.stdout).unwrap();
+    assert!(help.contains("pld (privacy loss distributions"), "{help}");
 }

@@ -77,6 +77,8 @@ fn steps_args<'a>(q: &'a str, epsilon: &'a str, cap: &'a str) -> Vec<&'a str> {
         "1e-5",
         "--max-steps",
         cap,
+        "--accountant",
+        "rdp",
     ]
 }
 
@@ -130,8 +132,40 @@ fn epsilon_args(sigma: &str) -> Vec<&str> {
         "--noise-multiplier",
         sigma,
     ];
-    args.extend(["--steps", "10", "--delta", "1e-5"]);
+    args.extend(["--steps", "10", "--delta", "1e-5", "--accountant", "rdp"]);
     args
+}
+
+/// `args` with the default accountant (PLD): without their trailing `--accountant rdp`.
+fn by_default<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    assert_eq!(args[args.len() - 2..], ["--accountant", "rdp"]);
+    args[..args.len() - 2].to_vec()
+}
+
+#[test]
+fn the_default_pld_accountant_at_the_edges_answers_or_says_what_to_use() {
+    // A cap of u64::MAX ends: at q = 1e-15 the pessimistic grid (Δ = 1e-4 a step) allows
+    // fewer steps than RDP's ≥ u64::MAX, still an upper bound on ε.
+    let v = json(&by_default(&steps_args("1e-15", "1", MAX)));
+    assert_eq!(v["accountant"], "pld", "{v}");
+    assert!(v["steps"].as_u64().is_some_and(|t| t > 1_000_000), "{v}");
+    // σ at the bottom of the range needs a grid past the limit: one line naming the way out.
+    refused(
+        &by_default(&epsilon_args("1e-6")),
+        &["grid points", "--accountant rdp"],
+    );
+    // A δ below the truncated tail mass: unbounded by PLD, said so, and RDP named.
+    let mut tiny = by_default(&epsilon_args("1"));
+    tiny[8] = "1e-300";
+    let v = json(&tiny);
+    assert!(v["epsilon"].is_null() && v["unbounded"] == true, "{v}");
+    let out = text(&tiny);
+    assert!(
+        out.contains("pld accountant proves no finite ε") && out.contains("--accountant rdp"),
+        "{out}"
+    );
+    let v = json(&epsilon_args("1")[..]);
+    assert_eq!(v["accountant"], "rdp", "{v}");
 }
 
 #[test]
@@ -157,9 +191,8 @@ fn noise_multipliers_outside_the_supported_range_are_refused_naming_it() {
 #[test]
 fn json_fields_keep_one_type_and_an_unbounded_epsilon_is_null() {
     // PLD cannot certify any finite ε at δ = 1e-30 (its mass at +∞ is larger).
-    let mut args = epsilon_args("1");
+    let mut args = by_default(&epsilon_args("1"));
     args[8] = "1e-30";
-    args.extend(["--accountant", "pld"]);
     let v = json(&args);
     assert!(v["epsilon"].is_null() && v["unbounded"] == true, "{v}");
     assert!(text(&args).starts_with("ε = ∞ at δ = 1e-30 (unbounded"));

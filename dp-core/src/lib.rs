@@ -38,3 +38,8 @@ pub mod device;
 pub mod files;
 pub mod journal;
 pub mod loss;
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -4,7 +4,7 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 
-/// Cross-entropy of each row: −log softmax(logits)[target], shape `[N]`.
+/// Cross-entropy of each row: −log softmax(logits)\[target\], shape `[N]`.
 ///
 /// ```
 /// use burn::backend::Flex;

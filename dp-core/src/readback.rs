@@ -3,7 +3,7 @@
 //! On a GPU a read is a synchronization: the host waits until every queued kernel has run,
 //! then copies. The private step's hot path reads once per micro-batch (the per-example
 //! norms, with any doubts of the closed-form norms in the same read; see
-//! [`crate::engine::clip_and_sum`]). Every read dp-core makes goes through [`to_host`], which
+//! [`crate::engine::clip_and_sum`]). Every read dp-core makes goes through one (crate-private) function, which
 //! counts it, so tests and `dp-bench` can check that count with [`host_reads`].
 //!
 //! ```

@@ -67,4 +67,31 @@ impl TrainError {
             reason: reason.into(),
         }
     }
+
+    /// Whether the error is bad input (a flag, a missing or malformed file, a run directory
+    /// that cannot be used, a missing device): the programs exit with code 2 for these, 1
+    /// for the rest.
+    pub fn is_bad_input(&self) -> bool {
+        use dp_core::DpError;
+        use dp_models::ModelError;
+        matches!(
+            self,
+            Self::Usage(_)
+                | Self::MissingData { .. }
+                | Self::Malformed { .. }
+                | Self::RunDirectory(_)
+                | Self::Io { .. }
+                | Self::Accountant(_)
+                | Self::Dp(DpError::Checkpoint { .. })
+                | Self::Dp(DpError::DeviceUnavailable(_))
+                | Self::Dp(DpError::InvalidParameter { .. })
+                | Self::Model(ModelError::Checkpoint { .. })
+                | Self::Model(ModelError::Mismatch { .. })
+        )
+    }
+
+    /// The exit code of a program that failed with this error.
+    pub fn exit_code(&self) -> std::process::ExitCode {
+        std::process::ExitCode::from(if self.is_bad_input() { 2 } else { 1 })
+    }
 }

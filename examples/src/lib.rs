@@ -7,6 +7,8 @@ pub mod bench_parallel;
 pub mod check;
 pub mod data;
 pub mod error;
+pub mod inference;
+pub mod model_card;
 pub mod presets;
 pub mod report;
 pub mod rss;

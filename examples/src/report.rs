@@ -53,7 +53,10 @@ pub struct Summary {
     pub delta: f64,
     /// Accountant that charged the run.
     pub accountant: String,
-    /// ε of the same run by the PLD accountant (tighter), for reference.
+    /// ε of the same run by the RDP accountant (`epsilon` itself if RDP charged it).
+    #[serde(default)]
+    pub epsilon_rdp: Option<f64>,
+    /// ε of the same run by the PLD accountant (`epsilon` itself if PLD charged it).
     pub epsilon_pld: Option<f64>,
     /// σ.
     pub noise_multiplier: f64,
@@ -84,6 +87,9 @@ pub struct Summary {
     pub epoch_train_s: f64,
     /// ε the preset's full run spends on the real dataset.
     pub preset_full_run_epsilon: f64,
+    /// The name of each class, by label (the model's output `i` is class `i`).
+    #[serde(default)]
+    pub class_names: Vec<String>,
     /// Peers of the data-parallel group that trained the run (1: one device).
     #[serde(default = "one_peer")]
     pub peers: usize,

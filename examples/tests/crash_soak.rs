@@ -112,7 +112,7 @@ fn killed_and_resumed_runs_charge_every_step_once_and_report_it() {
     assert!(charged.len() as u64 <= summary.steps);
     assert!(distinct.iter().all(|&s| s < summary.steps));
     assert_eq!(summary.steps, STEPS);
-    assert_eq!(cli_epsilon(&summary, "rdp"), summary.epsilon);
+    assert_eq!(cli_epsilon(&summary, &summary.accountant), summary.epsilon);
     eprintln!(
         "{kills} kills; {} steps charged ({} witnessed, {} lost after checkpoints); ε = {}",
         summary.steps,

@@ -94,6 +94,7 @@ fn assert_same_run(group: &Summary, group_dir: &Path, one: &Summary, one_dir: &P
     assert_eq!(group.steps, one.steps);
     assert_eq!(group.epsilon, one.epsilon, "ε differs");
     assert_eq!(group.epsilon_pld, one.epsilon_pld);
+    assert_eq!(group.epsilon_rdp, one.epsilon_rdp);
     assert_eq!(group.noise_multiplier, one.noise_multiplier);
     assert_eq!(group.sampling_rate, one.sampling_rate);
     assert_eq!(group.test_accuracy, one.test_accuracy);

@@ -6,7 +6,7 @@
 mod common;
 use common::{cli_epsilon, dp_train, finished, fmnist_data, options, stderr};
 
-use dp_accountant::{AccountantKind, DpEvent, PrivacyAccountant, RdpAccountant};
+use dp_accountant::{AccountantKind, DpEvent, PldAccountant, PrivacyAccountant};
 use examples::data::{write_synthetic_cifar10, write_synthetic_fashion_mnist};
 use examples::presets::{presets, Dataset, ModelKind, Preset};
 use examples::report::{read_evaluations, read_losses, Summary};
@@ -14,9 +14,10 @@ use examples::train::{train, NfNetVariant, Overrides, RunConfig};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-/// ε of `steps` Poisson-subsampled Gaussian steps, computed here from the accountant crate.
-fn rdp_epsilon(q: f64, sigma: f64, steps: u64, delta: f64) -> f64 {
-    let mut accountant = RdpAccountant::new();
+/// ε of `steps` Poisson-subsampled Gaussian steps by the default (PLD) accountant, computed
+/// here from the accountant crate.
+fn pld_epsilon(q: f64, sigma: f64, steps: u64, delta: f64) -> f64 {
+    let mut accountant = PldAccountant::new();
     accountant
         .compose(&DpEvent::poisson_gaussian(q, sigma).self_composed(steps))
         .unwrap();
@@ -39,21 +40,18 @@ fn every_cifar10_preset_trains_on_generated_cifar10_files() {
         .collect();
     assert_eq!(cifar.len(), 5);
     for preset in cifar {
-        // The full run on the real CIFAR-10 stays within the budget in the preset's name.
+        // The full run on the real CIFAR-10 spends the budget in the preset's name, by PLD.
         let full = preset.full_run_epsilon().unwrap();
         let target = target_of(preset.name).unwrap();
-        let expected_full = rdp_epsilon(
-            4096.0 / 50000.0,
-            match preset.noise {
-                examples::presets::NoiseChoice::Fixed(s) => s,
-                other => panic!("{other:?}"),
-            },
-            preset.steps,
-            1e-5,
+        assert_eq!(
+            preset.noise,
+            examples::presets::NoiseChoice::TargetEpsilon(target)
         );
+        let sigma = preset.full_run_plan().unwrap().noise_multiplier;
+        let expected_full = pld_epsilon(4096.0 / 50000.0, sigma, preset.steps, 1e-5);
         assert_eq!(full, expected_full, "{}", preset.name);
         assert!(
-            full <= target && full > 0.85 * target,
+            full <= target && full > 0.999 * target,
             "{}: full run ε = {full}",
             preset.name
         );
@@ -82,7 +80,7 @@ fn every_cifar10_preset_trains_on_generated_cifar10_files() {
         assert_eq!(summary.preset_full_run_epsilon, full);
         assert_eq!(
             summary.epsilon,
-            rdp_epsilon(0.1, summary.noise_multiplier, 2, 1e-5)
+            pld_epsilon(0.1, summary.noise_multiplier, 2, 1e-5)
         );
         assert!((0.0..=1.0).contains(&summary.test_accuracy_ema));
         let evaluations = read_evaluations(&run_dir).unwrap();
@@ -156,13 +154,14 @@ fn nfnet_finetune_starts_from_a_timm_checkpoint() {
     assert!(err.to_string().contains("bogus.safetensors"), "{err}");
 }
 
-/// Trains 3 steps with σ calibrated by `accountant` and returns the summary, after checking that
-/// its ε is the `dp-accountant` CLI's for the same run and accountant.
-fn reported_epsilon_matches_the_cli(accountant: &str) -> Summary {
+/// Trains 3 steps with σ calibrated by `accountant` (the default one if `None`) and returns
+/// the summary, after checking that its ε is the `dp-accountant` CLI's for the same run and
+/// accountant, and that the summary gives both accountants' ε.
+fn reported_epsilon_matches_the_cli(accountant: Option<&str>) -> Summary {
     let data = fmnist_data();
     let out = tempfile::tempdir().unwrap();
     let run = out.path().join("run");
-    let o = dp_train(&[
+    let mut args = vec![
         "--preset",
         "fmnist-cnn-eps3",
         "--data-dir",
@@ -175,39 +174,50 @@ fn reported_epsilon_matches_the_cli(accountant: &str) -> Summary {
         "16",
         "--target-epsilon",
         "2",
-        "--accountant",
-        accountant,
         "--json",
         "--seed",
         "4",
-    ]);
+    ];
+    if let Some(a) = accountant {
+        args.extend(["--accountant", a]);
+    }
+    let o = dp_train(&args);
     assert!(o.status.success(), "{}", stderr(&o));
     let summary: Summary = serde_json::from_slice(&o.stdout).unwrap();
+    let charged = accountant.unwrap_or("pld");
     assert_eq!(summary.steps, 3);
-    assert_eq!(summary.accountant, accountant);
+    assert_eq!(summary.accountant, charged);
     assert!(
         summary.epsilon <= 2.0 && summary.epsilon > 1.99,
-        "calibrated to the target by {accountant}: {}",
+        "calibrated to the target by {charged}: {}",
         summary.epsilon
     );
-    assert_eq!(cli_epsilon(&summary, accountant), summary.epsilon);
+    assert_eq!(cli_epsilon(&summary, charged), summary.epsilon);
+    let (rdp, pld) = (summary.epsilon_rdp.unwrap(), summary.epsilon_pld.unwrap());
+    assert_eq!(rdp, cli_epsilon(&summary, "rdp"));
+    assert_eq!(pld, cli_epsilon(&summary, "pld"));
     summary
 }
 
 #[test]
 fn reported_epsilon_is_what_the_accountant_cli_returns() {
-    let rdp = reported_epsilon_matches_the_cli(AccountantKind::Rdp.name());
+    let rdp = reported_epsilon_matches_the_cli(Some(AccountantKind::Rdp.name()));
     // The PLD value is reported beside it and is tighter.
+    assert_eq!(rdp.epsilon_rdp, Some(rdp.epsilon));
     assert!(rdp.epsilon_pld.unwrap() < rdp.epsilon);
-    // Calibrated by the tighter accountant, the same target allows less noise.
-    let pld = reported_epsilon_matches_the_cli(AccountantKind::Pld.name());
+    // PLD charges by default; calibrated by the tighter accountant, the same target allows
+    // less noise, and the RDP value beside it is larger.
+    let pld = reported_epsilon_matches_the_cli(None);
     assert_eq!(pld.epsilon_pld, Some(pld.epsilon));
+    assert!(pld.epsilon_rdp.unwrap() > pld.epsilon);
     assert!(
         pld.noise_multiplier < rdp.noise_multiplier,
         "σ by PLD {} vs by RDP {}",
         pld.noise_multiplier,
         rdp.noise_multiplier
     );
+    let explicit = reported_epsilon_matches_the_cli(Some(AccountantKind::Pld.name()));
+    assert_eq!(explicit.noise_multiplier, pld.noise_multiplier);
 }
 
 fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
@@ -285,6 +295,9 @@ fn bad_input_is_one_line_and_exit_2_and_leaves_runs_alone() {
         "0.001",
         "--delta",
         "1e-12",
+        // PLD reaches it (σ in the thousands); RDP's conversion cannot.
+        "--accountant",
+        "rdp",
     ]);
     assert_one_line_error(&o, "--target-epsilon 0.001");
     assert!(!run.exists());
@@ -379,4 +392,269 @@ fn bad_input_is_one_line_and_exit_2_and_leaves_runs_alone() {
     let o = dp_train(&["--out", run_s, "--resume", "--batch-size", "4"]);
     assert_one_line_error(&o, "saved settings");
     assert_eq!(snapshot(&run), before);
+}
+
+fn run_bin(exe: &str, args: &[&str]) -> Output {
+    std::process::Command::new(exe).args(args).output().unwrap()
+}
+
+fn json_of(o: &Output) -> serde_json::Value {
+    assert!(o.status.success(), "{}", stderr(o));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+#[test]
+fn an_image_folder_trains_and_its_released_model_is_used_by_dp_eval_and_dp_predict() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().to_str().unwrap();
+    examples::data::write_synthetic_image_folder(data.path(), &["fox", "cat", "dog"], 12, 5, 20)
+        .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let run = out.path().join("run");
+    let run_s = run.to_str().unwrap();
+    // No preset: --model cnn takes fmnist-cnn-eps3's recipe; 20×20 RGB becomes 28×28 grey.
+    let o = dp_train(&[
+        "--model",
+        "cnn",
+        "--dataset",
+        "image-folder",
+        "--data-dir",
+        dir,
+        "--out",
+        run_s,
+        "--steps",
+        "4",
+        "--batch-size",
+        "8",
+        "--seed",
+        "3",
+        "--json",
+    ]);
+    let summary: Summary = serde_json::from_value(json_of(&o)).unwrap();
+    assert_eq!(summary.class_names, ["cat", "dog", "fox"]);
+    assert_eq!((summary.dataset_size, summary.steps), (36, 4));
+    assert_eq!(summary.preset, "fmnist-cnn-eps3");
+    let record = examples::train::read_run_record(&run).unwrap();
+    assert_eq!(record.class_names, summary.class_names);
+    assert_eq!(record.data.shape, [1, 28, 28]);
+
+    // The card travels in the model file.
+    let model = run.join("model.safetensors");
+    let card = examples::model_card::ModelCard::read(&model).unwrap();
+    assert_eq!(card.class_names, summary.class_names);
+    assert_eq!(
+        (card.input, card.epsilon, card.seeded),
+        ([1, 28, 28], summary.epsilon, true)
+    );
+    assert_eq!(card.normalization, [(0.0, 1.0)]);
+
+    // dp-eval scores the same model on the same test images as the run's last evaluation.
+    let model_s = model.to_str().unwrap();
+    let eval = json_of(&run_bin(
+        env!("CARGO_BIN_EXE_dp-eval"),
+        &["--model", model_s, "--data-dir", dir, "--json"],
+    ));
+    let evaluation = &eval["evaluation"];
+    eprintln!("{evaluation}");
+    assert_eq!(evaluation["images"], 15);
+    let accuracy = evaluation["test_accuracy"].as_f64().unwrap();
+    assert!(
+        (accuracy - summary.test_accuracy).abs() < 1e-9,
+        "{accuracy} vs {}",
+        summary.test_accuracy
+    );
+    let per_class = evaluation["per_class"].as_array().unwrap();
+    let names: Vec<&str> = per_class
+        .iter()
+        .map(|c| c["class"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["cat", "dog", "fox"]);
+    assert!(per_class.iter().all(|c| c["images"] == 5));
+    let correct: u64 = per_class
+        .iter()
+        .map(|c| c["correct"].as_u64().unwrap())
+        .sum();
+    assert!((correct as f64 / 15.0 - accuracy).abs() < 1e-12);
+    let ema = run.join("model-ema.safetensors");
+    let eval_ema = json_of(&run_bin(
+        env!("CARGO_BIN_EXE_dp-eval"),
+        &[
+            "--model",
+            ema.to_str().unwrap(),
+            "--data-dir",
+            dir,
+            "--json",
+        ],
+    ));
+    let accuracy_ema = eval_ema["evaluation"]["test_accuracy"].as_f64().unwrap();
+    assert!((accuracy_ema - summary.test_accuracy_ema).abs() < 1e-9);
+    let text = run_bin(
+        env!("CARGO_BIN_EXE_dp-eval"),
+        &["--model", model_s, "--data-dir", dir],
+    );
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert!(
+        text.contains("test accuracy") && text.contains("  cat ") && text.contains("(ε, δ)"),
+        "{text}"
+    );
+    // An image folder needs its directory.
+    assert_one_line_error(
+        &run_bin(env!("CARGO_BIN_EXE_dp-eval"), &["--model", model_s]),
+        "--data-dir",
+    );
+
+    // dp-predict: any size, most probable first.
+    let odd = data.path().join("odd.png");
+    image::RgbImage::from_pixel(50, 40, image::Rgb([200, 10, 10]))
+        .save(&odd)
+        .unwrap();
+    let first = data.path().join("test/dog/0000.png");
+    let predicted = json_of(&run_bin(
+        env!("CARGO_BIN_EXE_dp-predict"),
+        &[
+            "--model",
+            model_s,
+            "--top",
+            "2",
+            "--json",
+            first.to_str().unwrap(),
+            odd.to_str().unwrap(),
+        ],
+    ));
+    let predictions = predicted["predictions"].as_array().unwrap();
+    assert_eq!(predictions.len(), 2);
+    for p in predictions {
+        let top = p["top"].as_array().unwrap();
+        assert_eq!(top.len(), 2);
+        let probs: Vec<f64> = top
+            .iter()
+            .map(|g| g["probability"].as_f64().unwrap())
+            .collect();
+        assert!(probs[0] >= probs[1] && probs[1] >= 0.0 && probs[0] + probs[1] <= 1.0 + 1e-6);
+        assert!(names.contains(&top[0]["class"].as_str().unwrap()));
+    }
+    let not_image = data.path().join("notes.png");
+    std::fs::write(&not_image, "not an image").unwrap();
+    assert_one_line_error(
+        &run_bin(
+            env!("CARGO_BIN_EXE_dp-predict"),
+            &["--model", model_s, not_image.to_str().unwrap()],
+        ),
+        "notes.png",
+    );
+    assert_one_line_error(
+        &run_bin(
+            env!("CARGO_BIN_EXE_dp-predict"),
+            &[
+                "--model",
+                not_image.to_str().unwrap(),
+                odd.to_str().unwrap(),
+            ],
+        ),
+        "notes.png",
+    );
+
+    // A WRN on RGB input with given normalization constants, recorded in run.json and the card.
+    let wrn = out.path().join("wrn");
+    let o = dp_train(&[
+        "--model",
+        "wrn10-1",
+        "--dataset",
+        "image-folder",
+        "--data-dir",
+        dir,
+        "--out",
+        wrn.to_str().unwrap(),
+        "--steps",
+        "1",
+        "--batch-size",
+        "4",
+        "--micro-batch",
+        "2",
+        "--augmult",
+        "1",
+        "--normalize",
+        "0.5,0.25",
+        "--seed",
+        "3",
+        "--json",
+    ]);
+    let summary: Summary = serde_json::from_value(json_of(&o)).unwrap();
+    assert_eq!(summary.steps, 1);
+    let record = examples::train::read_run_record(&wrn).unwrap();
+    assert_eq!(record.data.shape, [3, 32, 32]);
+    assert_eq!(record.config.normalization, Some(vec![(0.5, 0.25); 3]));
+    let card = examples::model_card::ModelCard::read(&wrn.join("model.safetensors")).unwrap();
+    assert_eq!(card.normalization, vec![(0.5, 0.25); 3]);
+}
+
+#[test]
+fn a_bad_image_folder_is_refused_before_anything_is_charged() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().to_str().unwrap();
+    examples::data::write_synthetic_image_folder(data.path(), &["a", "b"], 3, 2, 16).unwrap();
+    std::fs::write(
+        data.path().join("train/b/broken.jpg"),
+        b"\xff\xd8 not a jpeg",
+    )
+    .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let run = out.path().join("run");
+    let base = [
+        "--model",
+        "cnn",
+        "--dataset",
+        "image-folder",
+        "--data-dir",
+        dir,
+        "--out",
+    ];
+    let mut args = base.to_vec();
+    args.extend([run.to_str().unwrap(), "--steps", "2", "--batch-size", "2"]);
+    assert_one_line_error(&dp_train(&args), "broken.jpg");
+    assert!(!run.exists(), "a refused start left a run directory");
+    std::fs::remove_file(data.path().join("train/b/broken.jpg")).unwrap();
+    let mut bad_constants = args.clone();
+    bad_constants.extend(["--normalize", "1,2,3"]);
+    assert_one_line_error(&dp_train(&bad_constants), "--normalize");
+    let mut bad_model = args.clone();
+    bad_model[1] = "wrn11-2";
+    assert_one_line_error(&dp_train(&bad_model), "6n + 4");
+    let no_dir = [
+        "--model",
+        "cnn",
+        "--dataset",
+        "image-folder",
+        "--steps",
+        "2",
+    ];
+    assert_one_line_error(&dp_train(&no_dir), "--data-dir");
+    assert!(!run.exists());
+}
+
+#[test]
+fn help_texts_have_no_rustdoc_link_syntax() {
+    let programs: [(&str, &[&str]); 7] = [
+        (env!("CARGO_BIN_EXE_dp-train"), &["--help"]),
+        (env!("CARGO_BIN_EXE_dp-train"), &["orchestrator", "--help"]),
+        (env!("CARGO_BIN_EXE_dp-eval"), &["--help"]),
+        (env!("CARGO_BIN_EXE_dp-predict"), &["--help"]),
+        (env!("CARGO_BIN_EXE_dp-bench"), &["--help"]),
+        (env!("CARGO_BIN_EXE_dp-audit"), &["--help"]),
+        (env!("CARGO_BIN_EXE_dp-compare-plot"), &["--help"]),
+    ];
+    for (exe, args) in programs {
+        let o = run_bin(exe, args);
+        let help = String::from_utf8(o.stdout).unwrap();
+        assert!(
+            o.status.success() && help.contains("Usage"),
+            "{exe} {args:?}: {help}"
+        );
+        for link in ["[`", "`]", "](", "[crate::", "[Self::"] {
+            assert!(
+                !help.contains(link),
+                "{exe} {args:?} shows {link:?}:\n{help}"
+            );
+        }
+    }
 }

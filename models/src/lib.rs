@@ -12,6 +12,14 @@ pub mod wrn;
 
 pub use cnn::TanhCnn;
 pub use error::{ModelError, Result};
-pub use load::{load_safetensors, save_safetensors, KeyLayout};
+pub use load::{
+    load_safetensors, read_safetensors_metadata, save_safetensors, save_safetensors_with_metadata,
+    KeyLayout,
+};
 pub use nfnet::{NfNet, NfNetConfig};
 pub use wrn::{WideResNet, WideResNetConfig};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -215,6 +215,43 @@ pub fn load_safetensors_bytes<B: Backend, M: Module<B>>(
 
 /// Saves `model`'s parameters in the [`KeyLayout::Native`] layout (f32).
 pub fn save_safetensors<B: Backend, M: Module<B>>(model: &M, path: impl AsRef<Path>) -> Result<()> {
+    save_safetensors_with_metadata(model, path, None)
+}
+
+/// The text metadata (`__metadata__`) of the safetensors file at `path` (empty if it has none).
+pub fn read_safetensors_metadata(
+    path: impl AsRef<Path>,
+) -> Result<std::collections::HashMap<String, String>> {
+    let path = path.as_ref();
+    let fail = |reason: String| ModelError::Checkpoint {
+        path: path.display().to_string(),
+        reason,
+    };
+    let bytes = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
+    let (_, metadata) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| fail(format!("not a safetensors file: {e}")))?;
+    Ok(metadata.metadata().clone().unwrap_or_default())
+}
+
+/// [`save_safetensors`] with text `metadata` in the file's `__metadata__` (read back with
+/// [`read_safetensors_metadata`]).
+///
+/// ```
+/// use burn::backend::Flex;
+/// use dp_models::load::{read_safetensors_metadata, save_safetensors_with_metadata};
+/// let model = dp_models::TanhCnn::<Flex>::new(10, &Default::default())?;
+/// let path = std::env::temp_dir().join(format!("card-{}.safetensors", std::process::id()));
+/// let card = [("card".to_string(), "{}".to_string())].into_iter().collect();
+/// save_safetensors_with_metadata(&model, &path, Some(card))?;
+/// assert_eq!(read_safetensors_metadata(&path)?["card"], "{}");
+/// std::fs::remove_file(&path).unwrap();
+/// # Ok::<(), dp_models::ModelError>(())
+/// ```
+pub fn save_safetensors_with_metadata<B: Backend, M: Module<B>>(
+    model: &M,
+    path: impl AsRef<Path>,
+    metadata: Option<std::collections::HashMap<String, String>>,
+) -> Result<()> {
     let path = path.as_ref();
     let fail = |reason: String| ModelError::Checkpoint {
         path: path.display().to_string(),
@@ -259,6 +296,6 @@ pub fn save_safetensors<B: Backend, M: Module<B>>(model: &M, path: impl AsRef<Pa
                 .map_err(|e| fail(e.to_string()))
         })
         .collect::<Result<_>>()?;
-    let bytes = safetensors::serialize(views, None).map_err(|e| fail(e.to_string()))?;
+    let bytes = safetensors::serialize(views, metadata).map_err(|e| fail(e.to_string()))?;
     std::fs::write(path, bytes).map_err(|e| fail(e.to_string()))
 }

@@ -14,13 +14,11 @@ use clap::Parser;
 use dp_accountant::audit::AuditMethod;
 use dp_accountant::AccountantKind;
 use dp_core::collective::{JobSecret, Orchestrator};
-use dp_core::DpError;
-use dp_models::ModelError;
 use examples::error::TrainError;
-use examples::presets::{preset, presets};
+use examples::presets::{preset, presets, Dataset};
 use examples::train::{
-    follow_node, train, DeviceChoice, Devices, NetworkOptions, NfNetVariant, Outcome, Overrides,
-    RunConfig, TrainOptions,
+    follow_node, train, DeviceChoice, Devices, ModelChoice, NetworkOptions, NfNetVariant, Outcome,
+    Overrides, RunConfig, TrainOptions,
 };
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -46,9 +44,24 @@ struct Args {
     /// Continue the interrupted run in --out with its saved settings.
     #[arg(long)]
     resume: bool,
-    /// Directory of the dataset files.
+    /// Directory of the dataset files (for image-folder: DIR/train/CLASS/*.png|jpg and
+    /// DIR/test/CLASS/*).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Dataset (default: the preset's): fashion-mnist, cifar10, or image-folder (your own
+    /// images, resized to the model's input; class names from the folder names).
+    #[arg(long, value_enum)]
+    dataset: Option<Dataset>,
+    /// Architecture, for data no preset fits: cnn, wrn16-4, wrn40-4 (any wrnDEPTH-WIDTH) or
+    /// nfnet-f0 … nfnet-f3 (pretrained, with --checkpoint). Without --preset the recipe is
+    /// the model's preset (fmnist-cnn-eps3, cifar10-wrn16-4-eps8, nfnet-finetune).
+    #[arg(long, value_parser = parse_model)]
+    model: Option<ModelChoice>,
+    /// Input normalization constants: mean,std for every channel, or C means then C stds
+    /// (default: the preset's, or ImageNet's for a pretrained NFNet on an image folder).
+    /// Never compute them from the private training images: they are not noised.
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
+    normalize: Option<Vec<f32>>,
     /// Device.
     #[arg(long, value_enum, default_value_t = DeviceChoice::Cpu, conflicts_with = "devices")]
     device: DeviceChoice,
@@ -83,7 +96,8 @@ struct Args {
     /// Learning rate.
     #[arg(long)]
     learning_rate: Option<f64>,
-    /// Accountant charging the run.
+    /// Accountant charging the run: pld (the default: the tighter upper bound, so the same ε
+    /// buys less noise) or rdp (as Opacus reports). The summary gives the other's ε beside it.
     #[arg(long, value_parser = parse_accountant)]
     accountant: Option<AccountantKind>,
     /// Seed for sampling, noise and augmentation (default: OS entropy; a seed makes the
@@ -208,6 +222,10 @@ fn parse_audit_method(s: &str) -> Result<AuditMethod, String> {
         .map_err(|e: dp_accountant::AccountantError| e.to_string())
 }
 
+fn parse_model(s: &str) -> Result<ModelChoice, String> {
+    s.parse()
+}
+
 fn parse_devices(s: &str) -> Result<Devices, String> {
     s.parse()
 }
@@ -219,12 +237,19 @@ fn parse_accountant(s: &str) -> Result<AccountantKind, String> {
 
 fn list() -> Result<String, TrainError> {
     let mut out = String::from(
-        "preset                  model        steps   σ         ε (full run, RDP, δ = 1e-5)\n",
+        "preset                  model        steps   σ        ε (full run, δ = 1e-5): PLD, RDP\n",
     );
     for p in presets() {
         let plan = p.full_run_plan()?;
+        let rdp = examples::presets::epsilon_by(
+            AccountantKind::Rdp,
+            plan.sampling_rate,
+            plan.noise_multiplier,
+            plan.steps,
+            plan.delta,
+        );
         out += &format!(
-            "{:<23} {:<12} {:>6}   {:<8.4}  {:.4}\n",
+            "{:<23} {:<12} {:>6}   {:<8.4} {:.4}, {}\n",
             p.name,
             match p.model {
                 examples::presets::ModelKind::TanhCnn => "tanh-cnn".to_string(),
@@ -234,7 +259,8 @@ fn list() -> Result<String, TrainError> {
             },
             plan.steps,
             plan.noise_multiplier,
-            plan.epsilon
+            plan.epsilon,
+            rdp.map_or("-".into(), |e| format!("{e:.4}")),
         );
     }
     Ok(out)
@@ -275,6 +301,9 @@ fn run(args: Args) -> Result<String, TrainError> {
         audit: args.audit,
         audit_significance: args.audit_significance,
         audit_method: args.audit_method,
+        dataset: args.dataset,
+        model: args.model,
+        normalize: args.normalize.clone(),
     };
     if let Some(n) = network.as_ref().filter(|n| n.rank > 0) {
         if args.preset.is_some() || args.resume || args.out.is_some() || args.devices.is_some() {
@@ -311,9 +340,15 @@ fn run(args: Args) -> Result<String, TrainError> {
         }
         (None, out)
     } else {
-        let name = args.preset.as_deref().ok_or_else(|| {
-            TrainError::Usage("--preset NAME is required (see --list-presets)".into())
-        })?;
+        let name = match (args.preset.as_deref(), args.model) {
+            (Some(name), _) => name,
+            (None, Some(model)) => model.recipe(),
+            (None, None) => {
+                return Err(TrainError::Usage(
+                    "--preset NAME (see --list-presets) or --model ARCH is required".into(),
+                ))
+            }
+        };
         let preset = preset(name)?;
         let out = args
             .out
@@ -332,7 +367,7 @@ fn run(args: Args) -> Result<String, TrainError> {
         network,
     };
     let summary = match train(config, &options)? {
-        Outcome::Finished(summary) => summary,
+        Outcome::Finished(summary) => *summary,
         Outcome::Paused { steps, epsilon } => {
             if args.json {
                 return Ok(
@@ -361,8 +396,12 @@ fn run(args: Args) -> Result<String, TrainError> {
         "\nprivacy spent: (ε, δ) = ({:.4}, {}) by the {} accountant",
         summary.epsilon, summary.delta, summary.accountant
     );
-    if let Some(pld) = summary.epsilon_pld.filter(|_| summary.accountant != "pld") {
-        text += &format!(" (PLD: ε = {pld:.4})");
+    let other = match summary.accountant.as_str() {
+        "pld" => summary.epsilon_rdp.map(|e| ("RDP", e)),
+        _ => summary.epsilon_pld.map(|e| ("PLD", e)),
+    };
+    if let Some((name, epsilon)) = other {
+        text += &format!(" ({name}: ε = {epsilon:.4})");
     }
     if let Some(a) = &summary.audit {
         text += &format!(
@@ -420,20 +459,7 @@ fn main() -> ExitCode {
         Ok(text) => dp_accountant::cli::print_stdout(&text),
         Err(e) => {
             eprintln!("error: {e}");
-            match e {
-                TrainError::Usage(_)
-                | TrainError::MissingData { .. }
-                | TrainError::Malformed { .. }
-                | TrainError::RunDirectory(_)
-                | TrainError::Io { .. }
-                | TrainError::Accountant(_)
-                | TrainError::Dp(DpError::Checkpoint { .. })
-                | TrainError::Dp(DpError::DeviceUnavailable(_))
-                | TrainError::Dp(DpError::InvalidParameter { .. })
-                | TrainError::Model(ModelError::Checkpoint { .. })
-                | TrainError::Model(ModelError::Mismatch { .. }) => ExitCode::from(2),
-                _ => ExitCode::from(1),
-            }
+            e.exit_code()
         }
     }
 }

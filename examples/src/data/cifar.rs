@@ -8,6 +8,20 @@ use std::path::Path;
 
 const RECORD: usize = 1 + 3 * 32 * 32;
 
+/// CIFAR-10's class names, by label (Krizhevsky 2009, `batches.meta.txt`).
+pub const CIFAR10_CLASSES: [&str; 10] = [
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+];
+
 fn read_batch(path: &Path) -> Result<(Vec<u8>, Vec<u8>)> {
     let bytes = std::fs::read(path).map_err(|e| TrainError::io(path, e))?;
     split_records(&bytes, path)
@@ -67,6 +81,7 @@ pub fn read_cifar10(dir: &Path) -> Result<Split> {
     Ok(Split {
         train: ImageSet::new(pixels, labels, [3, 32, 32], 10, dir)?,
         test: ImageSet::new(tp, tl, [3, 32, 32], 10, &test_path)?,
+        class_names: super::idx::names(&CIFAR10_CLASSES),
     })
 }
 

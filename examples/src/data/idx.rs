@@ -128,6 +128,24 @@ fn find(dir: &Path, stem: &str) -> Option<PathBuf> {
         .find(|p| p.exists())
 }
 
+/// Fashion-MNIST's class names, by label (Xiao, Rasul & Vollgraf 2017).
+pub const FASHION_MNIST_CLASSES: [&str; 10] = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+];
+
+pub(super) fn names(names: &[&str]) -> Vec<String> {
+    names.iter().map(|n| n.to_string()).collect()
+}
+
 /// Fashion-MNIST (60,000 training and 10,000 test images, 1×28×28, 10 classes) from `dir`
 /// (files `train-images-idx3-ubyte[.gz]` etc.).
 pub fn read_fashion_mnist(dir: &Path) -> Result<Split> {
@@ -154,5 +172,6 @@ pub fn read_fashion_mnist(dir: &Path) -> Result<Split> {
     Ok(Split {
         train: part("train-images-idx3-ubyte", "train-labels-idx1-ubyte")?,
         test: part("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")?,
+        class_names: names(&FASHION_MNIST_CLASSES),
     })
 }

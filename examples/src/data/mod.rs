@@ -1,16 +1,24 @@
 //! Image classification datasets in memory: pixels as bytes, labels, and readers for the
-//! IDX (MNIST, Fashion-MNIST) and CIFAR-10 binary formats.
+//! IDX (MNIST, Fashion-MNIST) and CIFAR-10 binary formats and for folders of PNG and JPEG
+//! images.
 
 mod cifar;
+mod folder;
 mod idx;
 mod synthetic;
 
-pub use cifar::{parse_cifar10_batch, read_cifar10, write_cifar10_batch};
+pub use cifar::{parse_cifar10_batch, read_cifar10, write_cifar10_batch, CIFAR10_CLASSES};
+pub use folder::{
+    load_image, read_image_folder, read_image_folder_split, write_image_folder_split, InputShape,
+    MAX_CLASSES,
+};
 pub use idx::{
     parse_idx_images, parse_idx_labels, read_fashion_mnist, read_idx_images, read_idx_labels,
-    FASHION_MNIST_DIR,
+    FASHION_MNIST_CLASSES, FASHION_MNIST_DIR,
 };
-pub use synthetic::{write_synthetic_cifar10, write_synthetic_fashion_mnist};
+pub use synthetic::{
+    write_synthetic_cifar10, write_synthetic_fashion_mnist, write_synthetic_image_folder,
+};
 
 use crate::error::{Result, TrainError};
 
@@ -97,4 +105,6 @@ pub struct Split {
     pub train: ImageSet,
     /// Test images.
     pub test: ImageSet,
+    /// The name of each class, by label.
+    pub class_names: Vec<String>,
 }

@@ -81,3 +81,38 @@ pub fn write_synthetic_fashion_mnist(
     }
     Ok(())
 }
+
+/// Writes an image folder (`dir/train/<class>/*`, `dir/test/<class>/*`) of `size`×`size` RGB
+/// images, `train` and `test` per class: PNGs, and every third image a JPEG. Class `k` is
+/// brighter in its `k`-th vertical band, so a model can learn something from them.
+pub fn write_synthetic_image_folder(
+    dir: &Path,
+    classes: &[&str],
+    train: usize,
+    test: usize,
+    size: u32,
+) -> Result<()> {
+    let mut rng = ChaCha8Rng::seed_from_u64(classes.len() as u64);
+    for (split, per_class) in [("train", train), ("test", test)] {
+        for (k, class) in classes.iter().enumerate() {
+            let class_dir = dir.join(split).join(class);
+            std::fs::create_dir_all(&class_dir).map_err(|e| TrainError::io(&class_dir, e))?;
+            for i in 0..per_class {
+                let band = (k as u32 * size) / classes.len() as u32;
+                let width = (size / classes.len() as u32).max(1);
+                let image = image::RgbImage::from_fn(size, size, |x, _| {
+                    let lit = (band..band + width).contains(&x);
+                    let base: i32 = if lit { 200 } else { 40 };
+                    let v = (base + rng.random_range(-30..=30)).clamp(0, 255) as u8;
+                    image::Rgb([v, v / 2 + 20, 255 - v])
+                });
+                let extension = if i % 3 == 2 { "jpg" } else { "png" };
+                let path = class_dir.join(format!("{i:04}.{extension}"));
+                image
+                    .save(&path)
+                    .map_err(|e| TrainError::malformed(&path, e.to_string()))?;
+            }
+        }
+    }
+    Ok(())
+}

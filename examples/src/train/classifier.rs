@@ -8,7 +8,11 @@ use burn::tensor::{Int, Tensor};
 use dp_core::audit::{Audited, CanaryRows};
 use dp_core::loss::cross_entropy_per_row;
 use dp_models::{NfNet, TanhCnn, WideResNet};
+use std::collections::HashMap;
 use std::path::Path;
+
+/// Text metadata of a safetensors file.
+pub type Metadata = HashMap<String, String>;
 
 /// An image classifier.
 pub trait Classifier<B: Backend>: Module<B> {
@@ -37,12 +41,13 @@ pub trait Classifier<B: Backend>: Module<B> {
         None
     }
 
-    /// Saves the network a run releases (never the audit block) as safetensors.
-    fn save_released(&self, path: &Path) -> dp_models::Result<()>
+    /// Saves the network a run releases (never the audit block) as safetensors, with text
+    /// `metadata` (the model card).
+    fn save_released(&self, path: &Path, metadata: Option<Metadata>) -> dp_models::Result<()>
     where
         Self: Sized,
     {
-        dp_models::save_safetensors(self, path)
+        dp_models::save_safetensors_with_metadata(self, path, metadata)
     }
 }
 
@@ -97,7 +102,7 @@ impl<B: Backend, M: Classifier<B> + ModuleDisplay> Classifier<B> for Audited<B, 
         Some(self.block.weight.id)
     }
 
-    fn save_released(&self, path: &Path) -> dp_models::Result<()> {
-        self.model.save_released(path)
+    fn save_released(&self, path: &Path, metadata: Option<Metadata>) -> dp_models::Result<()> {
+        self.model.save_released(path, metadata)
     }
 }

@@ -39,7 +39,7 @@ impl Length {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum NfNetVariant {
-    /// The tiny test configuration ([`NfNetConfig::tiny`]).
+    /// The tiny test configuration (NfNetConfig::tiny).
     Tiny,
     /// dm_nfnet_f0.
     F0,
@@ -61,6 +61,114 @@ impl NfNetVariant {
             Self::F2 => NfNetConfig::f2(),
             Self::F3 => NfNetConfig::f3(),
         }
+    }
+}
+
+/// An architecture picked on the command line (`--model`), for data no preset was made for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ModelChoice {
+    /// The network.
+    pub kind: ModelKind,
+    /// The pretrained NFNet's variant (`nfnet-f0` …).
+    pub nfnet_variant: Option<NfNetVariant>,
+}
+
+impl std::str::FromStr for ModelChoice {
+    type Err = String;
+
+    /// `cnn`, `wrnD-W` (e.g. `wrn16-4`, `wrn40-4`) or `nfnet-f0` … `nfnet-f3`, `nfnet-tiny`.
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let bad = || {
+            format!(
+                "unknown model {s:?}: choose cnn, wrn16-4, wrn40-4 (any wrnDEPTH-WIDTH), or \
+                 nfnet-f0 … nfnet-f3 (pretrained, with --checkpoint)"
+            )
+        };
+        let plain = |kind| ModelChoice {
+            kind,
+            nfnet_variant: None,
+        };
+        if s == "cnn" {
+            return Ok(plain(ModelKind::TanhCnn));
+        }
+        if let Some(rest) = s.strip_prefix("wrn") {
+            let (depth, width) = rest.split_once('-').ok_or_else(bad)?;
+            let (depth, width): (usize, usize) = (
+                depth.parse().map_err(|_| bad())?,
+                width.parse().map_err(|_| bad())?,
+            );
+            if depth < 10 || (depth - 4) % 6 != 0 || width == 0 {
+                return Err(format!(
+                    "{s}: a WideResNet's depth is 6n + 4 (10, 16, 22, 28, 40, …) and its width \
+                     at least 1"
+                ));
+            }
+            return Ok(plain(ModelKind::WideResNet { depth, width }));
+        }
+        let variant = match s {
+            "nfnet" | "nfnet-f0" => NfNetVariant::F0,
+            "nfnet-f1" => NfNetVariant::F1,
+            "nfnet-f2" => NfNetVariant::F2,
+            "nfnet-f3" => NfNetVariant::F3,
+            "nfnet-tiny" => NfNetVariant::Tiny,
+            _ => return Err(bad()),
+        };
+        Ok(ModelChoice {
+            kind: ModelKind::NfNet,
+            nfnet_variant: Some(variant),
+        })
+    }
+}
+
+impl ModelChoice {
+    /// The preset whose recipe (batch, learning rate, C, K, ε, …) a run of this model on
+    /// other data starts from.
+    pub fn recipe(self) -> &'static str {
+        match self.kind {
+            ModelKind::TanhCnn => "fmnist-cnn-eps3",
+            ModelKind::WideResNet { .. } => "cifar10-wrn16-4-eps8",
+            ModelKind::NfNet => "nfnet-finetune",
+        }
+    }
+}
+
+/// ImageNet's per-channel mean and std, with which timm's pretrained NFNets were trained.
+pub const IMAGENET_MEAN_STD: [(f32, f32); 3] = [(0.485, 0.229), (0.456, 0.224), (0.406, 0.225)];
+
+/// CIFAR-10's per-channel mean and std (of the training set, as published and used by common
+/// CIFAR-10 pipelines).
+pub const CIFAR_MEAN_STD: [(f32, f32); 3] = [(0.4914, 0.2470), (0.4822, 0.2435), (0.4465, 0.2616)];
+
+/// `--normalize`: one `mean,std` for every channel or `m1,…,mC,s1,…,sC`, checked.
+fn normalization(values: &[f32], channels: usize) -> Result<Vec<(f32, f32)>> {
+    let pairs: Vec<(f32, f32)> = match values.len() {
+        2 => vec![(values[0], values[1]); channels],
+        n if n == 2 * channels => (0..channels)
+            .map(|c| (values[c], values[channels + c]))
+            .collect(),
+        n => {
+            return Err(TrainError::Usage(format!(
+                "--normalize takes mean,std or {channels} means then {channels} stds for this \
+                 model's {channels} channel(s), not {n} numbers"
+            )))
+        }
+    };
+    if let Some((m, sd)) = pairs
+        .iter()
+        .find(|(m, sd)| !(m.is_finite() && sd.is_finite() && *sd > 0.0))
+    {
+        return Err(TrainError::Usage(format!(
+            "--normalize: mean {m} and std {sd} must be finite and std > 0"
+        )));
+    }
+    Ok(pairs)
+}
+
+/// The channels a model takes.
+pub fn model_channels(model: ModelKind) -> usize {
+    match model {
+        ModelKind::TanhCnn => 1,
+        ModelKind::WideResNet { .. } | ModelKind::NfNet => 3,
     }
 }
 
@@ -123,6 +231,10 @@ pub struct RunConfig {
     /// Canaries trained alongside the data for a privacy audit (`--audit`).
     #[serde(default)]
     pub audit: Option<AuditConfig>,
+    /// Per-channel (mean, std) of the input, given (`--normalize`) or published for the
+    /// model; `None`: the preset's (`normalize`).
+    #[serde(default)]
+    pub normalization: Option<Vec<(f32, f32)>>,
 }
 
 /// Command-line changes to a preset (`None`: keep the preset's value).
@@ -168,6 +280,12 @@ pub struct Overrides {
     pub audit_significance: Option<f64>,
     /// `--audit-method`.
     pub audit_method: Option<AuditMethod>,
+    /// `--dataset`.
+    pub dataset: Option<Dataset>,
+    /// `--model`.
+    pub model: Option<ModelChoice>,
+    /// `--normalize` (mean,std or C means then C stds).
+    pub normalize: Option<Vec<f32>>,
 }
 
 fn positive(flag: &str, value: f64) -> Result<f64> {
@@ -225,6 +343,16 @@ impl RunConfig {
     /// `preset` changed by `o`, every value checked.
     pub fn new(preset: &Preset, o: Overrides) -> Result<Self> {
         let audit = audit_config(&o)?;
+        let dataset = o.dataset.unwrap_or(preset.dataset);
+        let model = o.model.map_or(preset.model, |m| m.kind);
+        let nfnet_variant = o.model.and_then(|m| m.nfnet_variant).or(o.nfnet_variant);
+        if dataset == Dataset::ImageFolder && o.data_dir.is_none() {
+            return Err(TrainError::Usage(
+                "--dataset image-folder needs --data-dir DIR (with DIR/train/<class>/ and \
+                 DIR/test/<class>/)"
+                    .into(),
+            ));
+        }
         let length = match (o.epochs, o.steps) {
             (Some(_), Some(_)) => {
                 return Err(TrainError::Usage(
@@ -258,7 +386,7 @@ impl RunConfig {
             "--learning-rate",
             o.learning_rate.unwrap_or(preset.learning_rate),
         )?;
-        let finetune = match preset.model {
+        let finetune = match model {
             ModelKind::NfNet => {
                 let checkpoint = o.checkpoint.ok_or_else(|| {
                     TrainError::Usage(format!(
@@ -266,7 +394,7 @@ impl RunConfig {
                         preset.name
                     ))
                 })?;
-                let variant = o.nfnet_variant.unwrap_or(NfNetVariant::F0);
+                let variant = nfnet_variant.unwrap_or(NfNetVariant::F0);
                 let stages = o.trainable_stages.unwrap_or(4);
                 if stages > 4 {
                     return Err(TrainError::Usage(format!(
@@ -300,15 +428,23 @@ impl RunConfig {
                 None
             }
         };
-        let default_dir = match preset.dataset {
+        let default_dir = match dataset {
             Dataset::FashionMnist => PathBuf::from(FASHION_MNIST_DIR),
-            Dataset::Cifar10 => PathBuf::from("data/cifar-10-batches-bin"),
+            Dataset::Cifar10 | Dataset::ImageFolder => PathBuf::from("data/cifar-10-batches-bin"),
+        };
+        let channels = model_channels(model);
+        let normalization = match (&o.normalize, dataset, model) {
+            (Some(values), _, _) => Some(normalization(values, channels)?),
+            // A pretrained NFNet expects ImageNet's normalization on images other than the
+            // presets' (whose constants are CIFAR-10's).
+            (None, Dataset::ImageFolder, ModelKind::NfNet) => Some(IMAGENET_MEAN_STD.to_vec()),
+            (None, _, _) => None,
         };
         Ok(Self {
             preset: preset.name.to_string(),
-            dataset: preset.dataset,
+            dataset,
             data_dir: o.data_dir.unwrap_or(default_dir),
-            model: preset.model,
+            model,
             batch_size: at_least_one("--batch-size", o.batch_size.unwrap_or(preset.batch_size))?,
             length,
             learning_rate,
@@ -319,7 +455,7 @@ impl RunConfig {
             normalize: preset.normalize,
             noise,
             delta,
-            accountant: o.accountant.unwrap_or(AccountantKind::Rdp),
+            accountant: o.accountant.unwrap_or(crate::presets::DEFAULT_ACCOUNTANT),
             ema_decay: preset.ema_decay,
             micro_batch: at_least_one(
                 "--micro-batch",
@@ -329,20 +465,19 @@ impl RunConfig {
             eval_every: o.eval_every.unwrap_or(0),
             finetune,
             audit,
+            normalization,
         })
     }
 
     /// The input pipeline of training.
     pub fn augmentation(&self, channels: usize) -> Augment {
-        // CIFAR-10's per-channel mean and std (of the training set, as published and used by
-        // common CIFAR-10 pipelines): fixed constants, so no statistic of the private data is
-        // computed outside the DP mechanism.
-        const CIFAR_MEAN_STD: [(f32, f32); 3] =
-            [(0.4914, 0.2470), (0.4822, 0.2435), (0.4465, 0.2616)];
-        let normalize = if self.normalize && channels == 3 {
-            CIFAR_MEAN_STD.to_vec()
-        } else {
-            vec![(0.0, 1.0); channels]
+        // Fixed constants, given or published, never statistics of the private training
+        // images: a mean or std computed from them would be released with the model (it shapes
+        // every input) without any noise, outside the DP guarantee.
+        let normalize = match &self.normalization {
+            Some(pairs) if pairs.len() == channels => pairs.clone(),
+            _ if self.normalize && channels == 3 => CIFAR_MEAN_STD.to_vec(),
+            _ => vec![(0.0, 1.0); channels],
         };
         Augment {
             crop_padding: if self.augment { 4 } else { 0 },

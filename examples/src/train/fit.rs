@@ -14,12 +14,13 @@ use super::{Outcome, TrainOptions};
 use crate::augment::Augment;
 use crate::data::Split;
 use crate::error::{Result, TrainError};
+use crate::model_card::{ModelCard, CARD_VERSION};
 use crate::presets::{preset, PrivacyPlan};
 use crate::report::{self, Evaluation, Summary};
 use burn::module::AutodiffModule;
 use burn::optim::Optimizer;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use dp_accountant::{AccountantConfig, AccountantKind, DpEvent, NeighboringRelation};
+use dp_accountant::AccountantKind;
 use dp_core::collective::AllReduce;
 use dp_core::files;
 use dp_core::sampler::Sampler;
@@ -44,17 +45,15 @@ pub struct Context<'a> {
     pub resolution: Option<usize>,
 }
 
-fn epsilon_pld(plan: &PrivacyPlan, steps: u64) -> Option<f64> {
-    let mut accountant = AccountantConfig::default_for(AccountantKind::Pld)
-        .build(NeighboringRelation::AddOrRemoveOne)
-        .ok()?;
-    accountant
-        .compose(
-            &DpEvent::poisson_gaussian(plan.sampling_rate, plan.noise_multiplier)
-                .self_composed(steps),
-        )
-        .ok()?;
-    accountant.epsilon(plan.delta).ok()
+/// ε of the run's `steps` by `accountant`: the other accountant's beside the charged one.
+fn epsilon_by(accountant: AccountantKind, plan: &PrivacyPlan, steps: u64) -> Option<f64> {
+    crate::presets::epsilon_by(
+        accountant,
+        plan.sampling_rate,
+        plan.noise_multiplier,
+        steps,
+        plan.delta,
+    )
 }
 
 /// Evaluates the current and EMA weights on the test set.
@@ -144,7 +143,7 @@ where
     };
     let wall_s = session.wall_before + started.elapsed().as_secs_f64();
     let peers = peer.map_or(1, |p| p.peers());
-    finish(&session, ctx, &last, wall_s, peers).map(Outcome::Finished)
+    finish(&session, ctx, &last, wall_s, peers).map(|s| Outcome::Finished(Box::new(s)))
 }
 
 /// The steps of this invocation.
@@ -263,17 +262,51 @@ pub fn stop_at(ctx: &Context, steps_before: u64) -> u64 {
 }
 
 /// Saves the network of `model` as safetensors at `path` (private, atomic).
-fn save_model<B: Backend, M: Classifier<B>>(model: &M, path: &Path) -> Result<()> {
+fn save_model<B: Backend, M: Classifier<B>>(
+    model: &M,
+    path: &Path,
+    card: &ModelCard,
+) -> Result<()> {
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
     let tmp = path.with_file_name(format!(
         ".{}.tmp-{}",
         name.unwrap_or_default(),
         std::process::id()
     ));
-    model.save_released(&tmp)?;
+    model.save_released(&tmp, Some(card.to_metadata()?))?;
     files::make_private(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| TrainError::io(path, e))?;
     files::sync_dir(files::parent_dir(path)).map_err(|e| TrainError::io(path, e))
+}
+
+/// The card of the released model: what using it needs, and what it cost.
+fn model_card(ctx: &Context, epsilon: f64, weights: &str) -> ModelCard {
+    let (record, train) = (ctx.record, &ctx.split.train);
+    let [channels, height, width] = train.shape;
+    let input = match ctx.resolution {
+        Some(r) => [channels, r, r],
+        None => [channels, height, width],
+    };
+    let class_names = if record.class_names.len() == train.classes {
+        record.class_names.clone()
+    } else {
+        (0..train.classes).map(|c| c.to_string()).collect()
+    };
+    ModelCard {
+        format_version: CARD_VERSION,
+        model: record.config.model,
+        nfnet_variant: record.config.finetune.as_ref().map(|f| f.variant),
+        input,
+        normalization: record.config.augmentation(channels).normalize,
+        class_names,
+        dataset: record.config.dataset,
+        preset: record.config.preset.clone(),
+        epsilon,
+        delta: record.plan.delta,
+        accountant: record.plan.accountant.name().to_string(),
+        seeded: record.config.seed.is_some(),
+        weights: weights.to_string(),
+    }
 }
 
 /// Writes the released model files, the summary and the plots.
@@ -291,9 +324,19 @@ where
     O: Optimizer<M, AB>,
 {
     let (config, plan, run) = (&ctx.record.config, &ctx.record.plan, ctx.run);
-    save_model(&session.model.valid(), &run.file("model.safetensors"))?;
+    let epsilon = session.optimizer.epsilon(plan.delta)?;
+    let card = model_card(ctx, epsilon, "current");
+    save_model(
+        &session.model.valid(),
+        &run.file("model.safetensors"),
+        &card,
+    )?;
     if let Some(ema) = session.optimizer.ema_model() {
-        save_model(ema, &run.file("model-ema.safetensors"))?;
+        let card = ModelCard {
+            weights: "ema".into(),
+            ..card
+        };
+        save_model(ema, &run.file("model-ema.safetensors"), &card)?;
     }
     let steps = session.optimizer.steps();
     let epochs = (steps as f64 * plan.sampling_rate).max(1e-12);
@@ -301,7 +344,6 @@ where
         .iter()
         .map(|e| e.train_s)
         .sum();
-    let epsilon = session.optimizer.epsilon(plan.delta)?;
     // An audit that gives no bound (e.g. all canaries in) is reported, never a failed run.
     let audit = session
         .audit
@@ -320,7 +362,8 @@ where
         epsilon,
         delta: plan.delta,
         accountant: plan.accountant.name().to_string(),
-        epsilon_pld: epsilon_pld(plan, steps),
+        epsilon_rdp: epsilon_by(AccountantKind::Rdp, plan, steps),
+        epsilon_pld: epsilon_by(AccountantKind::Pld, plan, steps),
         noise_multiplier: plan.noise_multiplier,
         sampling_rate: plan.sampling_rate,
         steps,
@@ -334,6 +377,7 @@ where
         epoch_s: wall_s / epochs,
         epoch_train_s: step_seconds / epochs,
         preset_full_run_epsilon: preset(&config.preset)?.full_run_epsilon()?,
+        class_names: ctx.record.class_names.clone(),
         peers,
         audit,
     };

@@ -19,13 +19,17 @@ mod step;
 
 pub use audit::{AuditConfig, CanaryAudit};
 pub use classifier::Classifier;
-pub use config::{Finetune, Length, NfNetVariant, Overrides, RunConfig};
+pub use config::{
+    model_channels, Finetune, Length, ModelChoice, NfNetVariant, Overrides, RunConfig,
+    CIFAR_MEAN_STD, IMAGENET_MEAN_STD,
+};
 pub use devices::{DeviceList, Devices};
-pub use eval::evaluate;
+pub use eval::{evaluate, tensors as eval_tensors};
 pub use node::{follow_node, NetworkOptions, CONNECT_FOR};
 pub use progress::evaluation_line;
 pub use record::{digest, parse_run_record, DataFingerprint, RunRecord};
 pub use run::{
-    pretrained_nfnet, read_run_record, train, DeviceChoice, Outcome, TrainOptions, SEEDED_WARNING,
+    input_shape, pretrained_nfnet, read_run_record, train, DeviceChoice, Outcome, TrainOptions,
+    SEEDED_WARNING,
 };
 pub use run_dir::RunDir;

@@ -62,6 +62,9 @@ pub struct RunRecord {
     pub plan: PrivacyPlan,
     /// The training data the run was started on.
     pub data: DataFingerprint,
+    /// The name of each class, by label (an image folder's folder names).
+    #[serde(default)]
+    pub class_names: Vec<String>,
 }
 
 impl RunRecord {

@@ -12,7 +12,7 @@ use super::preflight::{check_logs, check_split, probe_model, Logs};
 use super::record::{check_same_data, read_run_record_file, DataFingerprint, RunRecord};
 use super::run_dir::RunDir;
 use super::session::{resume, sgd, start};
-use crate::data::{read_cifar10, read_fashion_mnist, Split};
+use crate::data::{read_cifar10, read_fashion_mnist, read_image_folder, InputShape, Split};
 use crate::error::{Result, TrainError};
 use crate::presets::{plan, Dataset, ModelKind};
 use crate::report::Summary;
@@ -52,7 +52,7 @@ pub struct TrainOptions {
     /// Stop after this many steps in this invocation (evaluated and checkpointed; continue
     /// with `resume`), e.g. to fit a long run into time-boxed sessions.
     pub pause_after: Option<u64>,
-    /// Peer 0 of a group of processes (see [`super::node`]); the others run
+    /// Peer 0 of a group of processes (see [`NetworkOptions`]); the others run
     /// [`super::follow_node`].
     pub network: Option<NetworkOptions>,
 }
@@ -61,7 +61,7 @@ pub struct TrainOptions {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Outcome {
     /// The run is complete.
-    Finished(Summary),
+    Finished(Box<Summary>),
     /// Stopped by `pause_after`; resume to continue.
     Paused {
         /// Steps charged so far.
@@ -76,10 +76,24 @@ pub const SEEDED_WARNING: &str = "warning: --seed makes the noise and the batche
 anyone who knows the seed (it is stored in the run's files) can remove the noise; for \
 experiments only, never release a seeded run's model as private";
 
+/// The input of `config`'s model: what an image folder is resized and converted to.
+pub fn input_shape(config: &RunConfig) -> InputShape {
+    let size = match (config.model, &config.finetune) {
+        (ModelKind::TanhCnn, _) => 28,
+        (ModelKind::NfNet, Some(f)) => f.resolution,
+        (ModelKind::WideResNet { .. } | ModelKind::NfNet, _) => 32,
+    };
+    InputShape {
+        channels: super::config::model_channels(config.model),
+        size,
+    }
+}
+
 pub(super) fn load_data(config: &RunConfig) -> Result<Split> {
     let split = match config.dataset {
         Dataset::FashionMnist => read_fashion_mnist(&config.data_dir),
         Dataset::Cifar10 => read_cifar10(&config.data_dir),
+        Dataset::ImageFolder => read_image_folder(&config.data_dir, input_shape(config)),
     }?;
     check_split(&split, &config.data_dir)?;
     Ok(split)
@@ -134,6 +148,7 @@ fn prepare_new(config: Option<RunConfig>, run: &RunDir) -> Result<Prepared> {
         config,
         plan,
         data: DataFingerprint::of(&split),
+        class_names: split.class_names.clone(),
     };
     Ok(Prepared {
         record,

@@ -23,7 +23,7 @@ pub fn options(out: &Path) -> TrainOptions {
 /// The summary of a finished run (panics on a paused one).
 pub fn finished(outcome: Outcome) -> Summary {
     match outcome {
-        Outcome::Finished(s) => s,
+        Outcome::Finished(s) => *s,
         other => panic!("not finished: {other:?}"),
     }
 }

@@ -101,8 +101,9 @@ pub struct Common {
     /// Expected batch size B (with --dataset-size: q = B/N).
     #[arg(long, requires = "dataset_size", allow_hyphen_values = true, value_parser = count)]
     pub batch_size: Option<u64>,
-    /// Accountant: rdp (Rényi DP) or pld (privacy loss distributions).
-    #[arg(long, value_enum, default_value_t = AccountantArg::Rdp)]
+    /// Accountant: pld (privacy loss distributions, pessimistic: the tighter upper bound) or
+    /// rdp (Rényi DP: looser, and what Opacus reports).
+    #[arg(long, value_enum, default_value_t = AccountantArg::Pld)]
     pub accountant: AccountantArg,
     /// Neighbouring relation of the guarantee.
     #[arg(long, value_enum, default_value_t = RelationArg::AddOrRemoveOne)]

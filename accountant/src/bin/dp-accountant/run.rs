@@ -320,10 +320,15 @@ fn epsilon(s: &Setting, sigma: f64, steps: u64, delta: f64) -> Outcome<String> {
             .filter(|_| !unbounded)
             .map(|a| format!(", optimal RDP order α = {}", human(a)))
             .unwrap_or_default();
-        let note = if unbounded {
-            " (unbounded: no finite ε holds at this δ)"
-        } else {
-            ""
+        let note = match (unbounded, s.kind) {
+            (false, _) => "",
+            (true, AccountantKind::Rdp) => {
+                " (unbounded: the rdp accountant proves no finite ε at this δ)"
+            }
+            (true, AccountantKind::Pld) => {
+                " (unbounded: the pld accountant proves no finite ε at this δ, below its \
+                 truncated tail mass; --accountant rdp may)"
+            }
         };
         format!(
             "ε = {} at δ = {}{order}{note}\n  {}",
