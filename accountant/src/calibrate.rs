@@ -157,15 +157,7 @@ pub fn max_steps(
     delta: f64,
     max_steps: u64,
 ) -> Result<u64> {
-    check_delta(delta)?;
-    if target_epsilon.is_nan() || target_epsilon < 0.0 {
-        return Err(AccountantError::invalid(
-            "target_epsilon",
-            "ε",
-            target_epsilon,
-            ">= 0",
-        ));
-    }
+    check_target(target_epsilon, delta)?;
     let meets = |steps: u64| -> Result<bool> {
         let mut accountant = config.build(relation)?;
         accountant.compose(&step.clone().self_composed(steps))?;
@@ -207,15 +199,7 @@ pub fn steps_within(
     delta: f64,
     max_steps: u64,
 ) -> Result<u64> {
-    check_delta(delta)?;
-    if target_epsilon.is_nan() || target_epsilon < 0.0 {
-        return Err(AccountantError::invalid(
-            "target_epsilon",
-            "ε",
-            target_epsilon,
-            ">= 0",
-        ));
-    }
+    check_target(target_epsilon, delta)?;
     if max_steps == 0 {
         return Ok(0);
     }
@@ -231,6 +215,20 @@ pub fn steps_within(
         |steps| Ok(matches!(epsilon_after(steps), Ok(e) if e <= target_epsilon)),
         max_steps,
     )
+}
+
+/// A target ε must be ≥ 0 (and δ valid).
+fn check_target(target_epsilon: f64, delta: f64) -> Result<()> {
+    check_delta(delta)?;
+    if target_epsilon.is_nan() || target_epsilon < 0.0 {
+        return Err(AccountantError::invalid(
+            "target_epsilon",
+            "ε",
+            target_epsilon,
+            ">= 0",
+        ));
+    }
+    Ok(())
 }
 
 /// The largest count in [1, `max_steps`] that `meets`, given that 1 does and that `meets` is

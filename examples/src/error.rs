@@ -95,3 +95,15 @@ impl TrainError {
         std::process::ExitCode::from(if self.is_bad_input() { 2 } else { 1 })
     }
 }
+
+/// How a program ends: its output on stdout (a closed pipe is not an error), or the error as
+/// one line on stderr with [`TrainError::exit_code`].
+pub fn finish(result: Result<String>) -> std::process::ExitCode {
+    match result {
+        Ok(text) => dp_accountant::cli::print_stdout(&text),
+        Err(e) => {
+            eprintln!("error: {e}");
+            e.exit_code()
+        }
+    }
+}

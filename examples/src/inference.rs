@@ -4,7 +4,7 @@
 use crate::augment::Augment;
 use crate::data::{
     load_image, read_cifar10, read_fashion_mnist, read_image_folder_split, ImageSet, InputShape,
-    FASHION_MNIST_DIR,
+    Split, FASHION_MNIST_DIR,
 };
 use crate::error::{Result, TrainError};
 use crate::model_card::ModelCard;
@@ -250,12 +250,14 @@ pub fn input_shape(card: &ModelCard) -> InputShape {
 /// (or `data_dir` itself if it has no `test/`), labelled by the card's class names.
 pub fn test_set(card: &ModelCard, dataset: Dataset, data_dir: Option<&Path>) -> Result<ImageSet> {
     let set = match dataset {
-        Dataset::FashionMnist => {
-            read_fashion_mnist(data_dir.unwrap_or(Path::new(FASHION_MNIST_DIR)))?.test
-        }
-        Dataset::Cifar10 => {
-            read_cifar10(data_dir.unwrap_or(Path::new("data/cifar-10-batches-bin")))?.test
-        }
+        Dataset::FashionMnist => in_card_order(
+            card,
+            read_fashion_mnist(data_dir.unwrap_or(Path::new(FASHION_MNIST_DIR)))?,
+        )?,
+        Dataset::Cifar10 => in_card_order(
+            card,
+            read_cifar10(data_dir.unwrap_or(Path::new("data/cifar-10-batches-bin")))?,
+        )?,
         Dataset::ImageFolder => {
             let dir = data_dir.ok_or_else(|| {
                 TrainError::Usage("--dataset image-folder needs --data-dir DIR".into())
@@ -286,6 +288,32 @@ pub fn test_set(card: &ModelCard, dataset: Dataset, data_dir: Option<&Path>) -> 
         return Err(TrainError::Usage("the test set has no images".into()));
     }
     Ok(set)
+}
+
+/// The test set of `split` labelled in the model's class order: a model trained on an image
+/// folder of the same classes orders them by folder name. Classes the model does not have are
+/// an error, never a silently wrong score.
+fn in_card_order(card: &ModelCard, split: Split) -> Result<ImageSet> {
+    let mut test = split.test;
+    if split.class_names == card.class_names {
+        return Ok(test);
+    }
+    let to_card: Vec<Option<usize>> = split
+        .class_names
+        .iter()
+        .map(|name| card.class_names.iter().position(|c| c == name))
+        .collect();
+    if to_card.iter().any(Option::is_none) || card.classes() != split.class_names.len() {
+        return Err(TrainError::Usage(format!(
+            "the model's classes ({}) are not the dataset's ({})",
+            card.class_names.join(", "),
+            split.class_names.join(", ")
+        )));
+    }
+    for label in &mut test.labels {
+        *label = to_card[*label as usize].map_or(*label, |c| c as u8);
+    }
+    Ok(test)
 }
 
 /// `paths` as a set of images for the model of `card` (resized to its input; any size).
@@ -360,3 +388,57 @@ pub fn describe(card: &ModelCard) -> String {
 /// The warning for a model of a seeded run.
 pub const SEEDED_MODEL_WARNING: &str = "warning: this model comes from a run with --seed: its \
 noise is reproducible by anyone who knows the seed, so it is not a private release";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model_card::CARD_VERSION;
+
+    fn card(names: &[&str]) -> ModelCard {
+        ModelCard {
+            format_version: CARD_VERSION,
+            model: ModelKind::TanhCnn,
+            nfnet_variant: None,
+            input: [1, 2, 2],
+            normalization: vec![(0.0, 1.0)],
+            class_names: names.iter().map(|n| n.to_string()).collect(),
+            dataset: Dataset::ImageFolder,
+            preset: "p".into(),
+            epsilon: 1.0,
+            delta: 1e-5,
+            accountant: "pld".into(),
+            seeded: false,
+            weights: "current".into(),
+        }
+    }
+
+    fn split(names: &[&str], labels: Vec<u8>) -> Split {
+        let n = labels.len();
+        let set = ImageSet::new(
+            vec![0; 4 * n],
+            labels,
+            [1, 2, 2],
+            names.len(),
+            Path::new("t"),
+        )
+        .unwrap();
+        Split {
+            train: set.clone(),
+            test: set,
+            class_names: names.iter().map(|n| n.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_dataset_is_scored_in_the_models_class_order_or_refused() {
+        let data = split(&["shirt", "bag", "coat"], vec![0, 1, 2, 2]);
+        // A model trained on a folder of the same classes has them in name order.
+        let test = in_card_order(&card(&["bag", "coat", "shirt"]), data.clone()).unwrap();
+        assert_eq!(test.labels, [2, 0, 1, 1]);
+        let same = in_card_order(&card(&["shirt", "bag", "coat"]), data.clone()).unwrap();
+        assert_eq!(same.labels, [0, 1, 2, 2]);
+        let err = in_card_order(&card(&["bag", "coat", "T-shirt"]), data.clone()).unwrap_err();
+        assert!(err.to_string().contains("not the dataset's"), "{err}");
+        assert!(in_card_order(&card(&["bag", "coat"]), data).is_err());
+    }
+}

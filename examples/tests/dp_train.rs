@@ -398,6 +398,20 @@ fn run_bin(exe: &str, args: &[&str]) -> Output {
     std::process::Command::new(exe).args(args).output().unwrap()
 }
 
+/// dp-train's flags for the CNN on the image folder `dir`, run directory `out`.
+fn folder_args<'a>(dir: &'a str, out: &'a str) -> Vec<&'a str> {
+    vec![
+        "--model",
+        "cnn",
+        "--dataset",
+        "image-folder",
+        "--data-dir",
+        dir,
+        "--out",
+        out,
+    ]
+}
+
 fn json_of(o: &Output) -> serde_json::Value {
     assert!(o.status.success(), "{}", stderr(o));
     serde_json::from_slice(&o.stdout).unwrap()
@@ -413,23 +427,9 @@ fn an_image_folder_trains_and_its_released_model_is_used_by_dp_eval_and_dp_predi
     let run = out.path().join("run");
     let run_s = run.to_str().unwrap();
     // No preset: --model cnn takes fmnist-cnn-eps3's recipe; 20×20 RGB becomes 28×28 grey.
-    let o = dp_train(&[
-        "--model",
-        "cnn",
-        "--dataset",
-        "image-folder",
-        "--data-dir",
-        dir,
-        "--out",
-        run_s,
-        "--steps",
-        "4",
-        "--batch-size",
-        "8",
-        "--seed",
-        "3",
-        "--json",
-    ]);
+    let mut args = folder_args(dir, run_s);
+    args.extend(["--steps", "4", "--batch-size", "8", "--seed", "3", "--json"]);
+    let o = dp_train(&args);
     let summary: Summary = serde_json::from_value(json_of(&o)).unwrap();
     assert_eq!(summary.class_names, ["cat", "dog", "fox"]);
     assert_eq!((summary.dataset_size, summary.steps), (36, 4));
@@ -600,17 +600,8 @@ fn a_bad_image_folder_is_refused_before_anything_is_charged() {
     .unwrap();
     let out = tempfile::tempdir().unwrap();
     let run = out.path().join("run");
-    let base = [
-        "--model",
-        "cnn",
-        "--dataset",
-        "image-folder",
-        "--data-dir",
-        dir,
-        "--out",
-    ];
-    let mut args = base.to_vec();
-    args.extend([run.to_str().unwrap(), "--steps", "2", "--batch-size", "2"]);
+    let mut args = folder_args(dir, run.to_str().unwrap());
+    args.extend(["--steps", "2", "--batch-size", "2"]);
     assert_one_line_error(&dp_train(&args), "broken.jpg");
     assert!(!run.exists(), "a refused start left a run directory");
     std::fs::remove_file(data.path().join("train/b/broken.jpg")).unwrap();

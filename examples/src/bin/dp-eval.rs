@@ -111,11 +111,5 @@ fn main() -> ExitCode {
         Ok(args) => args,
         Err(code) => return code,
     };
-    match run(&args) {
-        Ok(text) => dp_accountant::cli::print_stdout(&text),
-        Err(e) => {
-            eprintln!("error: {e}");
-            e.exit_code()
-        }
-    }
+    examples::error::finish(run(&args))
 }

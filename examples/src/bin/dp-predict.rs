@@ -94,7 +94,7 @@ fn run(args: &Args) -> Result<String, TrainError> {
         .map(|(image, top)| {
             let ranked: Vec<String> = top
                 .iter()
-                .map(|g| format!("{} {:.1}%", g.class, 100.0 * g.probability))
+                .map(|g| format!("{} {:.2}%", g.class, 100.0 * g.probability))
                 .collect();
             format!("{}: {}", image.display(), ranked.join(", "))
         })
@@ -107,11 +107,5 @@ fn main() -> ExitCode {
         Ok(args) => args,
         Err(code) => return code,
     };
-    match run(&args) {
-        Ok(text) => dp_accountant::cli::print_stdout(&text),
-        Err(e) => {
-            eprintln!("error: {e}");
-            e.exit_code()
-        }
-    }
+    examples::error::finish(run(&args))
 }
