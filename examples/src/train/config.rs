@@ -1,6 +1,7 @@
 //! A run's settings: a preset with the command line's overrides, saved in the run directory
 //! so that `--resume` continues with exactly the same settings.
 
+use super::architecture::{model_channels, ModelChoice};
 use super::audit::AuditConfig;
 use crate::augment::Augment;
 use crate::data::FASHION_MNIST_DIR;
@@ -64,74 +65,6 @@ impl NfNetVariant {
     }
 }
 
-/// An architecture picked on the command line (`--model`), for data no preset was made for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ModelChoice {
-    /// The network.
-    pub kind: ModelKind,
-    /// The pretrained NFNet's variant (`nfnet-f0` …).
-    pub nfnet_variant: Option<NfNetVariant>,
-}
-
-impl std::str::FromStr for ModelChoice {
-    type Err = String;
-
-    /// `cnn`, `wrnD-W` (e.g. `wrn16-4`, `wrn40-4`) or `nfnet-f0` … `nfnet-f3`, `nfnet-tiny`.
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        let bad = || {
-            format!(
-                "unknown model {s:?}: choose cnn, wrn16-4, wrn40-4 (any wrnDEPTH-WIDTH), or \
-                 nfnet-f0 … nfnet-f3 (pretrained, with --checkpoint)"
-            )
-        };
-        let plain = |kind| ModelChoice {
-            kind,
-            nfnet_variant: None,
-        };
-        if s == "cnn" {
-            return Ok(plain(ModelKind::TanhCnn));
-        }
-        if let Some(rest) = s.strip_prefix("wrn") {
-            let (depth, width) = rest.split_once('-').ok_or_else(bad)?;
-            let (depth, width): (usize, usize) = (
-                depth.parse().map_err(|_| bad())?,
-                width.parse().map_err(|_| bad())?,
-            );
-            if depth < 10 || (depth - 4) % 6 != 0 || width == 0 {
-                return Err(format!(
-                    "{s}: a WideResNet's depth is 6n + 4 (10, 16, 22, 28, 40, …) and its width \
-                     at least 1"
-                ));
-            }
-            return Ok(plain(ModelKind::WideResNet { depth, width }));
-        }
-        let variant = match s {
-            "nfnet" | "nfnet-f0" => NfNetVariant::F0,
-            "nfnet-f1" => NfNetVariant::F1,
-            "nfnet-f2" => NfNetVariant::F2,
-            "nfnet-f3" => NfNetVariant::F3,
-            "nfnet-tiny" => NfNetVariant::Tiny,
-            _ => return Err(bad()),
-        };
-        Ok(ModelChoice {
-            kind: ModelKind::NfNet,
-            nfnet_variant: Some(variant),
-        })
-    }
-}
-
-impl ModelChoice {
-    /// The preset whose recipe (batch, learning rate, C, K, ε, …) a run of this model on
-    /// other data starts from.
-    pub fn recipe(self) -> &'static str {
-        match self.kind {
-            ModelKind::TanhCnn => "fmnist-cnn-eps3",
-            ModelKind::WideResNet { .. } => "cifar10-wrn16-4-eps8",
-            ModelKind::NfNet => "nfnet-finetune",
-        }
-    }
-}
-
 /// ImageNet's per-channel mean and std, with which timm's pretrained NFNets were trained.
 pub const IMAGENET_MEAN_STD: [(f32, f32); 3] = [(0.485, 0.229), (0.456, 0.224), (0.406, 0.225)];
 
@@ -162,14 +95,6 @@ fn normalization(values: &[f32], channels: usize) -> Result<Vec<(f32, f32)>> {
         )));
     }
     Ok(pairs)
-}
-
-/// The channels a model takes.
-pub fn model_channels(model: ModelKind) -> usize {
-    match model {
-        ModelKind::TanhCnn => 1,
-        ModelKind::WideResNet { .. } | ModelKind::NfNet => 3,
-    }
 }
 
 /// What private fine-tuning starts from.

@@ -1,6 +1,7 @@
 //! Private training end to end: settings, checks before anything is charged, the loop,
 //! evaluation, checkpoints and reports.
 
+mod architecture;
 mod audit;
 mod classifier;
 mod config;
@@ -17,11 +18,11 @@ mod run_dir;
 mod session;
 mod step;
 
+pub use architecture::{model_channels, ModelChoice};
 pub use audit::{AuditConfig, CanaryAudit};
 pub use classifier::Classifier;
 pub use config::{
-    model_channels, Finetune, Length, ModelChoice, NfNetVariant, Overrides, RunConfig,
-    CIFAR_MEAN_STD, IMAGENET_MEAN_STD,
+    Finetune, Length, NfNetVariant, Overrides, RunConfig, CIFAR_MEAN_STD, IMAGENET_MEAN_STD,
 };
 pub use devices::{DeviceList, Devices};
 pub use eval::{evaluate, tensors as eval_tensors};

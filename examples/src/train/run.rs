@@ -84,7 +84,7 @@ pub fn input_shape(config: &RunConfig) -> InputShape {
         (ModelKind::WideResNet { .. } | ModelKind::NfNet, _) => 32,
     };
     InputShape {
-        channels: super::config::model_channels(config.model),
+        channels: super::architecture::model_channels(config.model),
         size,
     }
 }

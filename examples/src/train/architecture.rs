@@ -1,0 +1,116 @@
+//! Architectures by name on the command line (`--model`), for data no preset was made for,
+//! and what input each takes.
+
+use super::config::NfNetVariant;
+use crate::presets::ModelKind;
+
+/// An architecture picked on the command line (`--model`), for data no preset was made for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ModelChoice {
+    /// The network.
+    pub kind: ModelKind,
+    /// The pretrained NFNet's variant (`nfnet-f0` …).
+    pub nfnet_variant: Option<NfNetVariant>,
+}
+
+impl std::str::FromStr for ModelChoice {
+    type Err = String;
+
+    /// `cnn`, `wrnD-W` (e.g. `wrn16-4`, `wrn40-4`) or `nfnet-f0` … `nfnet-f3`, `nfnet-tiny`.
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let bad = || {
+            format!(
+                "unknown model {s:?}: choose cnn, wrn16-4, wrn40-4 (any wrnDEPTH-WIDTH), or \
+                 nfnet-f0 … nfnet-f3 (pretrained, with --checkpoint)"
+            )
+        };
+        let plain = |kind| ModelChoice {
+            kind,
+            nfnet_variant: None,
+        };
+        if s == "cnn" {
+            return Ok(plain(ModelKind::TanhCnn));
+        }
+        if let Some(rest) = s.strip_prefix("wrn") {
+            let (depth, width) = rest.split_once('-').ok_or_else(bad)?;
+            let (depth, width): (usize, usize) = (
+                depth.parse().map_err(|_| bad())?,
+                width.parse().map_err(|_| bad())?,
+            );
+            if depth < 10 || (depth - 4) % 6 != 0 || width == 0 {
+                return Err(format!(
+                    "{s}: a WideResNet's depth is 6n + 4 (10, 16, 22, 28, 40, …) and its width \
+                     at least 1"
+                ));
+            }
+            return Ok(plain(ModelKind::WideResNet { depth, width }));
+        }
+        let variant = match s {
+            "nfnet" | "nfnet-f0" => NfNetVariant::F0,
+            "nfnet-f1" => NfNetVariant::F1,
+            "nfnet-f2" => NfNetVariant::F2,
+            "nfnet-f3" => NfNetVariant::F3,
+            "nfnet-tiny" => NfNetVariant::Tiny,
+            _ => return Err(bad()),
+        };
+        Ok(ModelChoice {
+            kind: ModelKind::NfNet,
+            nfnet_variant: Some(variant),
+        })
+    }
+}
+
+impl ModelChoice {
+    /// The preset whose recipe (batch, learning rate, C, K, ε, …) a run of this model on
+    /// other data starts from.
+    pub fn recipe(self) -> &'static str {
+        match self.kind {
+            ModelKind::TanhCnn => "fmnist-cnn-eps3",
+            ModelKind::WideResNet { .. } => "cifar10-wrn16-4-eps8",
+            ModelKind::NfNet => "nfnet-finetune",
+        }
+    }
+}
+
+/// The channels a model takes.
+pub fn model_channels(model: ModelKind) -> usize {
+    match model {
+        ModelKind::TanhCnn => 1,
+        ModelKind::WideResNet { .. } | ModelKind::NfNet => 3,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_parse_to_architectures_and_bad_ones_say_what_is_accepted() {
+        let parse = |s: &str| s.parse::<ModelChoice>();
+        assert_eq!(parse("cnn").unwrap().kind, ModelKind::TanhCnn);
+        assert_eq!(
+            parse("wrn40-4").unwrap().kind,
+            ModelKind::WideResNet {
+                depth: 40,
+                width: 4
+            }
+        );
+        let f2 = parse("nfnet-f2").unwrap();
+        assert_eq!(
+            (f2.kind, f2.nfnet_variant),
+            (ModelKind::NfNet, Some(NfNetVariant::F2))
+        );
+        assert_eq!(
+            parse("nfnet").unwrap().nfnet_variant,
+            Some(NfNetVariant::F0)
+        );
+        for bad in ["wrn16", "wrn16-x", "resnet50", "nfnet-f9", ""] {
+            assert!(parse(bad).unwrap_err().contains("choose cnn"), "{bad}");
+        }
+        for bad in ["wrn12-4", "wrn4-2", "wrn16-0"] {
+            assert!(parse(bad).unwrap_err().contains("6n + 4"), "{bad}");
+        }
+        assert_eq!(parse("wrn16-4").unwrap().recipe(), "cifar10-wrn16-4-eps8");
+        assert_eq!(model_channels(ModelKind::TanhCnn), 1);
+    }
+}
