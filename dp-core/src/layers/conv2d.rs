@@ -1,6 +1,7 @@
 //! A 2-D convolution that records per-example gradient data in a private forward.
 
 use crate::error::{DpError, Result};
+use crate::flex::{is, FlexAutodiff};
 use crate::per_example::im2col::{im2col, is_tracked, ConvGeometry};
 use crate::per_example::LayerData;
 use crate::tape::{layer_value, with_tape};
@@ -225,6 +226,25 @@ impl<B: Backend> Conv2d<B> {
 /// 3–4× slower than that; with more channels its own im2col path is as fast).
 const IM2COL_MAX_IN_CHANNELS: usize = 4;
 
+/// Largest kernel area per output position (kh·kw / (sh·sw)) for which a convolution of an
+/// input inside flex's autodiff graph runs as im2col + matrix product: its im2col is then at
+/// most this many times the input, and flex's own convolution (a 3-D kernel over a copy of
+/// the input, with a transposed convolution backward) took a third of the small CNN's private
+/// step. Wider kernels (3×3 stride 1: 9) keep burn's convolution, whose memory stays flat.
+const IM2COL_MAX_EXPANSION: usize = 4;
+
+/// Whether [`conv_keeping_cols`] takes the im2col route for `x`.
+fn im2col_route<B: Backend>(x: &Tensor<B, 4>, geo: &ConvGeometry) -> bool {
+    if geo.groups != 1 {
+        return false;
+    }
+    if !is_tracked(x) {
+        return x.dims()[1] <= IM2COL_MAX_IN_CHANNELS;
+    }
+    let area = geo.kernel[0] * geo.kernel[1];
+    is::<B, FlexAutodiff>() && area <= IM2COL_MAX_EXPANSION * geo.stride[0] * geo.stride[1]
+}
+
 /// The convolution with this crate's geometry.
 pub(crate) fn conv<B: Backend>(
     x: Tensor<B, 4>,
@@ -236,16 +256,17 @@ pub(crate) fn conv<B: Backend>(
 }
 
 /// The convolution, and the im2col of `x` when it was computed on the way: burn's
-/// convolution, or im2col + one batched matrix product for the first layer of a network (an
-/// input without gradient, few channels, one group), whose backward pass then needs no
-/// scatter and whose im2col the per-example gradients reuse.
+/// convolution, or im2col + one batched matrix product (see [`im2col_route`]) for the first
+/// layer of a network (an input without gradient, few channels, one group) and, on flex's
+/// autodiff, for later layers whose im2col is at most [`IM2COL_MAX_EXPANSION`] times their
+/// input. The per-example gradients reuse that im2col.
 fn conv_keeping_cols<B: Backend>(
     x: Tensor<B, 4>,
     w: Tensor<B, 4>,
     b: Option<Tensor<B, 1>>,
     geo: &ConvGeometry,
 ) -> (Tensor<B, 4>, Option<Tensor<B, 3>>) {
-    if geo.groups == 1 && x.dims()[1] <= IM2COL_MAX_IN_CHANNELS && !is_tracked(&x) {
+    if im2col_route(&x, geo) {
         let [_, _, h, width] = x.dims();
         let cols = im2col(x, geo);
         let y = conv_from_cols(cols.clone(), w, b, geo.output_size([h, width]));
@@ -321,6 +342,8 @@ mod tests {
                 .with_asymmetric_padding([0, 1], [2, 1])
                 .with_dilation([1, 2]),
             Conv2dConfig::new([4, 3], [1, 1]).with_bias(false),
+            // The CNN's second layer: a tracked input takes the im2col route too.
+            Conv2dConfig::new([16, 32], [4, 4]).with_stride([2, 2]),
         ];
         for config in geometries {
             let x = Tensor::<Flex, 4>::random(
@@ -330,35 +353,45 @@ mod tests {
             );
             let layer = config.init::<AB>(&device).unwrap();
             let geo = layer.geometry();
-            let run = |im2col_route: bool| {
+            let run = |im2col_route: bool, tracked: bool| {
                 let w = layer.weight.val();
                 let b = layer.bias.as_ref().map(|b| b.val());
                 let x = Tensor::<AB, 4>::from_inner(x.clone());
+                // A tracked input (a later layer's) takes im2col's own backward pass, col2im.
+                let x = if tracked { x.require_grad() } else { x };
                 let y = if im2col_route {
                     let [_, _, h, width] = x.dims();
                     conv_from_cols(
-                        im2col(x, &geo),
+                        im2col(x.clone(), &geo),
                         w.clone(),
                         b.clone(),
                         geo.output_size([h, width]),
                     )
                 } else {
-                    conv2d(x, w.clone(), b.clone(), geo.conv_options())
+                    conv2d(x.clone(), w.clone(), b.clone(), geo.conv_options())
                 };
                 let weights = y.clone().inner().ones_like().cumsum(3).sin();
                 let grads = (y.clone() * Tensor::from_inner(weights)).sum().backward();
                 let gw = w.grad(&grads).unwrap();
                 let gb = b.and_then(|b| b.grad(&grads)).map(|g| g.sum());
-                (y.inner(), gw, gb.map(|g| g.into_scalar()))
+                let gx = x.grad(&grads);
+                (y.inner(), gw, gb.map(|g| g.into_scalar()), gx)
             };
-            let (y, gw, gb) = run(true);
-            let (y_ref, gw_ref, gb_ref) = run(false);
-            assert!(max_abs_diff(y, y_ref) < 1e-4, "{config:?}");
-            assert!(max_abs_diff(gw, gw_ref) < 1e-3, "{config:?}");
-            match (gb, gb_ref) {
-                (Some(a), Some(b)) => assert!((a - b).abs() < 1e-3 * b.abs().max(1.0)),
-                (None, None) => {}
-                _ => panic!("bias gradient on one route only"),
+            for tracked in [false, true] {
+                let (y, gw, gb, gx) = run(true, tracked);
+                let (y_ref, gw_ref, gb_ref, gx_ref) = run(false, tracked);
+                assert!(max_abs_diff(y, y_ref) < 1e-4, "{config:?}");
+                assert!(max_abs_diff(gw, gw_ref) < 1e-3, "{config:?}");
+                match (gb, gb_ref) {
+                    (Some(a), Some(b)) => assert!((a - b).abs() < 1e-3 * b.abs().max(1.0)),
+                    (None, None) => {}
+                    _ => panic!("bias gradient on one route only"),
+                }
+                match (gx, gx_ref) {
+                    (Some(a), Some(b)) => assert!(max_abs_diff(a, b) < 1e-3, "{config:?}"),
+                    (None, None) => assert!(!tracked),
+                    _ => panic!("input gradient on one route only"),
+                }
             }
             // The layer itself takes the im2col route for a data input.
             assert!(!Tensor::<AB, 4>::from_inner(x).is_require_grad());

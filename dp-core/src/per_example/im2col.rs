@@ -6,10 +6,16 @@
 //! `permute` view was 2.5–5× slower than the gather on the CPU backend.
 
 use crate::flex::{cast, f32_values, flex_tensor, from_primitive, is, primitive, FlexAutodiff};
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{unary, Backward, Ops};
 use burn::backend::Flex;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::{PadMode, PaddedConvOptions};
+use burn::tensor::DType;
 use burn::tensor::{Int, Tensor, TensorData};
+use burn_flex::FlexTensor;
 use rayon::prelude::*;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -112,6 +118,10 @@ pub(crate) fn is_tracked<B: Backend, const D: usize>(x: &Tensor<B, D>) -> bool {
 /// On burn's CPU backend, for an input outside the autodiff graph (see [`is_tracked`]), a
 /// direct copy loop (several times faster than burn's gather there); otherwise one gather.
 pub(crate) fn im2col<B: Backend>(x: Tensor<B, 4>, geo: &ConvGeometry) -> Tensor<B, 3> {
+    if is::<B, FlexAutodiff>() && is_tracked(&x) {
+        let x: Tensor<FlexAutodiff, 4> = cast(x);
+        return cast(im2col_tracked(x, geo));
+    }
     if !is_tracked(&x) {
         if is::<B, Flex>() {
             let x: Tensor<Flex, 4> = cast(x);
@@ -145,6 +155,104 @@ fn im2col_flex(x: Tensor<Flex, 4>, geo: &ConvGeometry) -> Tensor<Flex, 3> {
             .for_each(|(out, x)| patches_of_example(x, [c, h, w], geo, out));
     }
     from_primitive(flex_tensor(out, vec![n, ho * wo, d]))
+}
+
+/// im2col of an input in flex's autodiff graph: the copy loop forward, and as its backward
+/// pass col2im (each row's gradient added back to the pixels it was copied from, example by
+/// example in parallel), where the gather's backward is a slow scatter on flex.
+fn im2col_tracked(x: Tensor<FlexAutodiff, 4>, geo: &ConvGeometry) -> Tensor<FlexAutodiff, 3> {
+    let [_, c, h, w] = x.dims();
+    let cols = im2col_flex(x.clone().inner(), geo);
+    if f32_values(&primitive(cols.clone())).is_none() {
+        return im2col_gather(x, geo);
+    }
+    let x = primitive(x);
+    let op = Col2im {
+        geometry: *geo,
+        input: [c, h, w],
+    };
+    let out = op
+        .prepare::<NoCheckpointing>([x.node.clone()])
+        .compute_bound()
+        .stateless(primitive(cols));
+    from_primitive(out)
+}
+
+/// The backward pass of [`im2col_tracked`].
+#[derive(Debug)]
+struct Col2im {
+    geometry: ConvGeometry,
+    /// `[C, H, W]` of one example.
+    input: [usize; 3],
+}
+
+impl Backward<Flex, 1> for Col2im {
+    type State = ();
+
+    fn backward(self, ops: Ops<(), 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        unary::<Flex, _>(ops.parents, ops.node, grads, |grad| {
+            col2im(&grad, self.input, &self.geometry)
+        });
+    }
+}
+
+/// `[N, Ho·Wo, C·kh·kw]` → `[N, C, H, W]`: the sum of every row value into the pixel
+/// im2col copied it from (padding dropped). The gradient is read through its strides: the
+/// matrix product's backward pass hands it over transposed.
+fn col2im(grad: &FlexTensor, [c, h, w]: [usize; 3], geo: &ConvGeometry) -> FlexTensor {
+    let mut grad = match grad.dtype() {
+        DType::F32 => grad.clone(),
+        _ => primitive(from_primitive::<Flex, 3>(grad.clone()).cast(DType::F32)),
+    };
+    if grad.layout().strides().iter().any(|s| *s < 0) {
+        grad = grad.to_contiguous();
+    }
+    let n = grad.layout().shape()[0];
+    let strides: Vec<usize> = grad
+        .layout()
+        .strides()
+        .iter()
+        .map(|s| *s as usize)
+        .collect();
+    let (row_stride, value_stride) = (strides[1], strides[2]);
+    let offset = grad.layout().start_offset();
+    let values: &[f32] = grad.storage();
+    let [ho, wo] = geo.output_size([h, w]);
+    let [kh, kw] = geo.kernel;
+    let mut out = vec![0.0f32; n * c * h * w];
+    if c * kh * kw > 0 && ho * wo > 0 && c * h * w > 0 {
+        out.par_chunks_mut(c * h * w)
+            .enumerate()
+            .for_each(|(example, x)| {
+                let base = offset + example * strides[0];
+                for oi in 0..ho {
+                    for oj in 0..wo {
+                        let row = base + (oi * wo + oj) * row_stride;
+                        for ci in 0..c {
+                            let plane = &mut x[ci * h * w..(ci + 1) * h * w];
+                            for ki in 0..kh {
+                                let Some(r) = (oi * geo.stride[0] + ki * geo.dilation[0])
+                                    .checked_sub(geo.padding_start[0])
+                                    .filter(|r| *r < h)
+                                else {
+                                    continue;
+                                };
+                                let first = (ci * kh + ki) * kw;
+                                for kj in 0..kw {
+                                    let col = (oj * geo.stride[1] + kj * geo.dilation[1])
+                                        .checked_sub(geo.padding_start[1]);
+                                    if let Some(col) = col.filter(|col| *col < w) {
+                                        plane[r * w + col] +=
+                                            values[row + (first + kj) * value_stride];
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            });
+    }
+    flex_tensor(out, vec![n, c, h, w])
 }
 
 /// The im2col rows of one example `[C, H, W]` into `out` `[Ho·Wo, C·kh·kw]` (zeroed).
