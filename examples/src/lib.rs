@@ -15,8 +15,9 @@ pub mod rss;
 pub mod train;
 
 /// The allocator of every program here. glibc's returns freed buffers above its mmap threshold
-/// to the OS, so each training step faults its large buffers back in page by page (on the
-/// project's 2-core VM a fifth of a private CNN step was page faults and zeroing); mimalloc
-/// keeps and reuses them. Library users get the same by declaring it in their own binary.
+/// to the OS, so each training step faults its large buffers back in page by page: in a profile
+/// of private CNN steps on a 2-core Intel Xeon VM, page faults and page zeroing were a fifth of
+/// the samples, and a private step at batch 256 took 94–95 ms with glibc against 59–81 ms with
+/// mimalloc (2026-12-02). Library users get the same by declaring it in their own binary.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

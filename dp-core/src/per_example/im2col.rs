@@ -115,25 +115,21 @@ pub(crate) fn is_tracked<B: Backend, const D: usize>(x: &Tensor<B, D>) -> bool {
 /// `[N, C, H, W]` → `[N, Ho·Wo, C·kh·kw]`, features ordered (channel, row, column) like the
 /// flattened weight `[C_out, C_in/groups, kh, kw]`.
 ///
-/// On burn's CPU backend, for an input outside the autodiff graph (see [`is_tracked`]), a
-/// direct copy loop (several times faster than burn's gather there); otherwise one gather.
+/// On burn's CPU backend a direct copy loop (several times faster than burn's gather there);
+/// for an input inside the autodiff graph (see [`is_tracked`]) its backward pass is col2im.
+/// Elsewhere, and for other float types, one gather.
 pub(crate) fn im2col<B: Backend>(x: Tensor<B, 4>, geo: &ConvGeometry) -> Tensor<B, 3> {
-    if is::<B, FlexAutodiff>() && is_tracked(&x) {
-        let x: Tensor<FlexAutodiff, 4> = cast(x);
-        return cast(im2col_tracked(x, geo));
+    if is::<B, Flex>() {
+        let x: Tensor<Flex, 4> = cast(x);
+        return cast(im2col_flex(x, geo));
     }
-    if !is_tracked(&x) {
-        if is::<B, Flex>() {
-            let x: Tensor<Flex, 4> = cast(x);
-            return cast(im2col_flex(x, geo));
-        }
-        if is::<B, FlexAutodiff>() {
-            let x: Tensor<FlexAutodiff, 4> = cast(x);
-            return cast(Tensor::<FlexAutodiff, 3>::from_inner(im2col_flex(
-                x.inner(),
-                geo,
-            )));
-        }
+    if is::<B, FlexAutodiff>() {
+        let x: Tensor<FlexAutodiff, 4> = cast(x);
+        return cast(if is_tracked(&x) {
+            im2col_tracked(x, geo)
+        } else {
+            Tensor::from_inner(im2col_flex(x.inner(), geo))
+        });
     }
     im2col_gather(x, geo)
 }
@@ -161,11 +157,11 @@ fn im2col_flex(x: Tensor<Flex, 4>, geo: &ConvGeometry) -> Tensor<Flex, 3> {
 /// pass col2im (each row's gradient added back to the pixels it was copied from, example by
 /// example in parallel), where the gather's backward is a slow scatter on flex.
 fn im2col_tracked(x: Tensor<FlexAutodiff, 4>, geo: &ConvGeometry) -> Tensor<FlexAutodiff, 3> {
-    let [_, c, h, w] = x.dims();
-    let cols = im2col_flex(x.clone().inner(), geo);
-    if f32_values(&primitive(cols.clone())).is_none() {
+    if x.dtype() != DType::F32 {
         return im2col_gather(x, geo);
     }
+    let [_, c, h, w] = x.dims();
+    let cols = im2col_flex(x.clone().inner(), geo);
     let x = primitive(x);
     let op = Col2im {
         geometry: *geo,
