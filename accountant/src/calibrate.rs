@@ -159,9 +159,7 @@ pub fn max_steps(
 ) -> Result<u64> {
     check_target(target_epsilon, delta)?;
     let meets = |steps: u64| -> Result<bool> {
-        let mut accountant = config.build(relation)?;
-        accountant.compose(&step.clone().self_composed(steps))?;
-        Ok(accountant.epsilon(delta)? <= target_epsilon)
+        Ok(epsilon_after(config.build(relation)?, step, steps, delta)? <= target_epsilon)
     };
     if !meets(1)? {
         return Err(AccountantError::Unreachable(format!(
@@ -169,6 +167,17 @@ pub fn max_steps(
         )));
     }
     largest_meeting(meets, max_steps)
+}
+
+/// ε at `delta` of `accountant` after it composes `steps` repetitions of `step`.
+fn epsilon_after(
+    mut accountant: Box<dyn PrivacyAccountant>,
+    step: &DpEvent,
+    steps: u64,
+    delta: f64,
+) -> Result<f64> {
+    accountant.compose(&step.clone().self_composed(steps))?;
+    accountant.epsilon(delta)
 }
 
 /// How many more repetitions of `step` the accountant `spent` can take, at most `max_steps`,
@@ -203,11 +212,7 @@ pub fn steps_within(
     if max_steps == 0 {
         return Ok(0);
     }
-    let epsilon_after = |steps: u64| -> Result<f64> {
-        let mut accountant = spent.box_clone();
-        accountant.compose(&step.clone().self_composed(steps))?;
-        accountant.epsilon(delta)
-    };
+    let epsilon_after = |steps: u64| epsilon_after(spent.box_clone(), step, steps, delta);
     if epsilon_after(1)? > target_epsilon {
         return Ok(0);
     }
