@@ -8,6 +8,8 @@ pub mod kernels;
 pub mod load;
 pub mod nfnet;
 pub mod padding;
+pub mod scattering;
+pub mod scatternet;
 pub mod wrn;
 
 pub use cnn::TanhCnn;
@@ -17,6 +19,8 @@ pub use load::{
     KeyLayout,
 };
 pub use nfnet::{NfNet, NfNetConfig};
+pub use scattering::Scattering2D;
+pub use scatternet::{ScatterHead, ScatterNet, ScatterNetConfig};
 pub use wrn::{WideResNet, WideResNetConfig};
 
 /// The README's examples, compiled and run as doctests.

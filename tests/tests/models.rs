@@ -76,4 +76,108 @@ fn no_model_mixes_examples() {
     .unwrap();
     validate_model(&NfNetConfig::tiny().init::<Flex>(&device).unwrap()).unwrap();
     validate_model(&dp_models::TanhCnn::<Flex>::new(10, &device).unwrap()).unwrap();
+    for head in [
+        dp_models::ScatterHead::Linear,
+        dp_models::ScatterHead::CnnGray,
+    ] {
+        let model = dp_models::ScatterNetConfig::new([81, 7, 7], 27, head, 10)
+            .init::<Flex>(&device)
+            .unwrap();
+        validate_model(&model).unwrap();
+    }
+}
+
+/// Parameter counts of the ScatterNet models: Tramèr & Boneh's linear model on 81×7×7
+/// features has 3,969·10 + 10; the grayscale CNN head 81·9·16+16 + 16·9·32+32 + 512·32+32 +
+/// 32·10+10; bad feature shapes are refused with what the head needs.
+#[test]
+fn scatternet_sizes_and_refusals() {
+    use dp_models::{ScatterHead, ScatterNetConfig};
+    let device = Default::default();
+    let count = |features, head| {
+        ScatterNetConfig::new(features, 27, head, 10)
+            .init::<Flex>(&device)
+            .unwrap()
+            .num_params()
+    };
+    assert_eq!(count([81, 7, 7], ScatterHead::Linear), 39_700);
+    assert_eq!(
+        count([81, 7, 7], ScatterHead::CnnGray),
+        81 * 9 * 16 + 16 + 16 * 9 * 32 + 32 + 512 * 32 + 32 + 32 * 10 + 10
+    );
+    assert_eq!(
+        count([243, 8, 8], ScatterHead::CnnColor),
+        243 * 9 * 64 + 64 + 64 * 9 * 64 + 64 + 1024 * 10 + 10
+    );
+    let wrong = ScatterNetConfig::new([243, 8, 8], 27, ScatterHead::CnnGray, 10)
+        .init::<Flex>(&device)
+        .unwrap_err()
+        .to_string();
+    assert!(wrong.contains("7×7"), "{wrong}");
+    let groups = ScatterNetConfig::new([81, 7, 7], 10, ScatterHead::Linear, 10)
+        .init::<Flex>(&device)
+        .unwrap_err()
+        .to_string();
+    assert!(groups.contains("num_groups"), "{groups}");
+}
+
+/// The scattering transform against Kymatio 0.3.0's `Scattering2D(J=2, L=8)` on a Fashion-MNIST
+/// image, a noise image and an RGB image (`scripts/make_scattering_reference.py`), every
+/// coefficient within the file's absolute tolerance (1e-4).
+#[test]
+fn scattering_matches_kymatio() {
+    use dp_models::scattering::Scattering2D;
+    let data: serde_json::Value =
+        serde_json::from_str(include_str!("../data/scattering_reference.json")).unwrap();
+    let tolerance = data["tolerance_abs"].as_f64().unwrap();
+    let images = data["images"].as_array().unwrap();
+    assert_eq!(images.len(), 3);
+    let mut worst = 0f64;
+    for image in images {
+        let name = image["name"].as_str().unwrap();
+        let dims: Vec<usize> = image["shape"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as usize)
+            .collect();
+        let pixels: Vec<f32> = image["pixels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32 / 255.0)
+            .collect();
+        let expected: Vec<f64> = image["output"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        let scattering = Scattering2D::new(2, 8, [dims[0], dims[1], dims[2]]).unwrap();
+        let out_shape: Vec<usize> = image["output_shape"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as usize)
+            .collect();
+        assert_eq!(scattering.output_shape().to_vec(), out_shape, "{name}");
+        let got = scattering.transform_batch(&pixels).unwrap();
+        assert_eq!(got.len(), expected.len(), "{name}");
+        let mut failures = Vec::new();
+        for (k, (g, e)) in got.iter().zip(&expected).enumerate() {
+            let err = (f64::from(*g) - e).abs();
+            worst = worst.max(err);
+            if err > tolerance {
+                failures.push(format!("{name}[{k}]: ours {g}, Kymatio {e}"));
+            }
+        }
+        assert!(
+            failures.is_empty(),
+            "{} of {} coefficients differ:\n{}",
+            failures.len(),
+            got.len(),
+            failures[..failures.len().min(20)].join("\n")
+        );
+    }
+    eprintln!("scattering vs Kymatio: worst absolute difference {worst:.2e}");
 }

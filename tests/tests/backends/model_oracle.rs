@@ -1,5 +1,5 @@
 //! The fast per-example path of the CNN, a tiny WideResNet and a tiny NFNet against the
-//! batch-of-one oracle, with K = 1 and K = 2 views.
+//! batch-of-one oracle, with K = 1 and K = 2 views; the ScatterNet heads likewise.
 
 use super::TB;
 use burn::module::AutodiffModule;
@@ -116,4 +116,26 @@ fn tanh_cnn_fast_path_matches_the_oracle() {
     let model = dp_models::TanhCnn::<TB>::new(10, &device).unwrap();
     compare(&model, |m, x| m.forward(x), 5, 1, [1, 28, 28]);
     compare(&model, |m, x| m.forward(x), 6, 2, [1, 28, 28]);
+}
+
+/// Tramèr & Boneh's ScatterNet heads on scattering-shaped features (a parameter-free
+/// GroupNorm, then a linear model or a tanh CNN, with a max-pool in the colour head).
+#[test]
+fn scatternet_heads_fast_path_matches_the_oracle() {
+    use dp_models::{ScatterHead, ScatterNetConfig};
+    let device = Default::default();
+    for (head, features) in [
+        (ScatterHead::Linear, [81, 7, 7]),
+        (ScatterHead::CnnGray, [81, 7, 7]),
+        (ScatterHead::CnnColor, [243, 8, 8]),
+    ] {
+        let model = ScatterNetConfig::new(features, 27, head, 10)
+            .init::<TB>(&device)
+            .unwrap();
+        compare(&model, |m, x| m.forward(x), 5, 1, features);
+    }
+    let two_views = ScatterNetConfig::new([81, 7, 7], 27, ScatterHead::CnnGray, 10)
+        .init::<TB>(&device)
+        .unwrap();
+    compare(&two_views, |m, x| m.forward(x), 6, 2, [81, 7, 7]);
 }
