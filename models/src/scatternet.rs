@@ -119,6 +119,8 @@ pub struct ScatterNet<B: Backend> {
 }
 
 /// The classifier of a [`ScatterNet`].
+// One per model, so the variants' sizes do not matter (burn's derive takes no Box).
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum Head<B: Backend> {
     /// A linear model on the flattened features.

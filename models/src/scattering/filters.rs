@@ -14,6 +14,7 @@ use std::f64::consts::PI;
 
 /// Kymatio normalizes a Gabor filter by 2·3.1415·σ²/slant, with π truncated to 3.1415; the
 /// same constant keeps our coefficients equal to theirs (it scales every filter by 1.00003).
+#[allow(clippy::approx_constant)] // deliberately Kymatio's truncated value
 const KYMATIO_PI: f64 = 3.1415;
 
 /// A real filter in the Fourier domain, row-major `[rows, cols]`.
