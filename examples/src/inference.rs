@@ -8,13 +8,15 @@ use crate::data::{
 };
 use crate::error::{Result, TrainError};
 use crate::model_card::ModelCard;
-use crate::presets::{Dataset, ModelKind};
+use crate::presets::{Dataset, ModelKind, SCATTER_GROUPS};
 use crate::train::{Classifier, NfNetVariant};
 use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::{ElementConversion, Tensor};
 use dp_core::loss::cross_entropy_per_row;
-use dp_models::{load_safetensors, KeyLayout, NfNetConfig, TanhCnn, WideResNetConfig};
+use dp_models::{
+    load_safetensors, KeyLayout, NfNetConfig, ScatterNetConfig, TanhCnn, WideResNetConfig,
+};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
@@ -61,6 +63,15 @@ pub fn with_released_model<B: Backend, T: ModelUse<B>>(
                 device,
             )?)
         }
+        ModelKind::ScatterNet { head, .. } => {
+            let features = crate::features::model_input_shape(card.model, card.input)?;
+            task.run(load_safetensors(
+                ScatterNetConfig::new(features, SCATTER_GROUPS, head, classes).init::<B>(device)?,
+                path,
+                native,
+                device,
+            )?)
+        }
     }
 }
 
@@ -99,16 +110,22 @@ fn input_augment(card: &ModelCard) -> Augment {
     }
 }
 
-/// The float inputs of `indices` of `set`, upsampled to the model's input if smaller.
+/// The float inputs of `indices` of `set`, upsampled to the model's input if smaller, or
+/// their scattering features for a ScatterNet.
 fn inputs<B: Backend>(
     card: &ModelCard,
     set: &ImageSet,
     indices: &[usize],
     device: &B::Device,
-) -> Tensor<B, 4> {
+) -> Result<Tensor<B, 4>> {
     let (pixels, labels) = input_augment(card).batch(set, indices, 0, 0);
+    if let Some(scattering) = crate::features::scattering_of(card.model, set.shape)? {
+        let features = scattering.transform_batch(&pixels)?;
+        let shape = scattering.output_shape();
+        return Ok(crate::train::eval_tensors::<B>(features, labels, shape, None, device).0);
+    }
     let resolution = (set.shape[1] != card.input[1]).then_some(card.input[1]);
-    crate::train::eval_tensors::<B>(pixels, labels, set.shape, resolution, device).0
+    Ok(crate::train::eval_tensors::<B>(pixels, labels, set.shape, resolution, device).0)
 }
 
 /// Scores `set` (labels in the model's class order).
@@ -139,7 +156,7 @@ impl<B: Backend> ModelUse<B> for Score<'_, B> {
         let mut loss = 0f64;
         let indices: Vec<usize> = (0..set.len()).collect();
         for chunk in indices.chunks(250) {
-            let x = inputs::<B>(card, set, chunk, device);
+            let x = inputs::<B>(card, set, chunk, device)?;
             let logits = model.logits(x);
             let labels: Vec<i64> = chunk.iter().map(|&i| set.labels[i] as i64).collect();
             let y = Tensor::from_data(
@@ -213,7 +230,7 @@ impl<B: Backend> ModelUse<B> for Predict<'_, B> {
         let mut out = Vec::with_capacity(set.len());
         let indices: Vec<usize> = (0..set.len()).collect();
         for chunk in indices.chunks(250) {
-            let probabilities = softmax(model.logits(inputs::<B>(card, set, chunk, device)), 1)
+            let probabilities = softmax(model.logits(inputs::<B>(card, set, chunk, device)?), 1)
                 .into_data()
                 .convert::<f64>()
                 .to_vec::<f64>()
@@ -370,6 +387,7 @@ pub fn describe(card: &ModelCard) -> String {
         ModelKind::TanhCnn => "tanh CNN".to_string(),
         ModelKind::WideResNet { depth, width } => format!("WRN-{depth}-{width}"),
         ModelKind::NfNet => format!("NFNet-{:?}", card.nfnet_variant.unwrap_or(NfNetVariant::F0)),
+        ModelKind::ScatterNet { head, .. } => format!("ScatterNet + {head:?} head"),
     };
     format!(
         "{model} ({} weights, input {}×{}×{}, {} classes), trained privately with (ε, δ) = ({:.4}, {}) by the {} accountant (preset {})",
@@ -426,6 +444,7 @@ mod tests {
             train: set.clone(),
             test: set,
             class_names: names.iter().map(|n| n.to_string()).collect(),
+            features: None,
         }
     }
 

@@ -7,6 +7,7 @@ pub mod bench_parallel;
 pub mod check;
 pub mod data;
 pub mod error;
+pub mod features;
 pub mod inference;
 pub mod model_card;
 pub mod presets;

@@ -63,7 +63,19 @@ pub enum ModelKind {
     },
     /// A pretrained NFNet, fine-tuned.
     NfNet,
+    /// Tramèr & Boneh's ScatterNet: fixed scattering features (J = 2, L = 8, computed once
+    /// per image) of `channels`-channel images (1: 28×28, 3: 32×32), a GroupNorm without
+    /// parameters, and a linear or CNN head.
+    ScatterNet {
+        /// The head.
+        head: dp_models::ScatterHead,
+        /// Channels of the images.
+        channels: usize,
+    },
 }
+
+/// Groups of the ScatterNet models' feature GroupNorm (Tramèr & Boneh's grid: 9, 27, 81).
+pub const SCATTER_GROUPS: usize = 27;
 
 /// How σ is chosen.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -158,11 +170,77 @@ fn fmnist(name: &'static str, epochs: u64) -> Preset {
     }
 }
 
+/// Tramèr & Boneh 2021's ScatterNet recipes: SGD with momentum 0.9, C = 0.1, no
+/// augmentation, Poisson sampling at an expected batch of `batch_size`, `epochs` epochs, ε = 3.
+fn scatternet(
+    name: &'static str,
+    dataset: Dataset,
+    head: dp_models::ScatterHead,
+    batch_size: usize,
+    learning_rate: f64,
+    epochs: u64,
+) -> Preset {
+    let (train, channels) = match dataset {
+        Dataset::Cifar10 => (50_000, 3),
+        _ => (60_000, 1),
+    };
+    Preset {
+        name,
+        dataset,
+        model: ModelKind::ScatterNet { head, channels },
+        batch_size,
+        steps: (epochs * train).div_ceil(batch_size as u64),
+        learning_rate,
+        momentum: 0.9,
+        clip_norm: 0.1,
+        augmult: 1,
+        augment: false,
+        normalize: false,
+        noise: NoiseChoice::TargetEpsilon(3.0),
+        delta: 1e-5,
+        ema_decay: None,
+        micro_batch: 1024,
+    }
+}
+
 /// Every preset.
 pub fn presets() -> Vec<Preset> {
+    use dp_models::ScatterHead::{CnnColor, CnnGray, Linear};
     vec![
         fmnist("fmnist-cnn-eps3", 40),
         fmnist("fmnist-cnn-quick", 12),
+        scatternet(
+            "fmnist-scatternet-linear-eps3",
+            Dataset::FashionMnist,
+            Linear,
+            8192,
+            16.0,
+            40,
+        ),
+        scatternet(
+            "fmnist-scatternet-cnn-eps3",
+            Dataset::FashionMnist,
+            CnnGray,
+            8192,
+            8.0,
+            40,
+        ),
+        scatternet(
+            "cifar10-scatternet-linear-eps3",
+            Dataset::Cifar10,
+            Linear,
+            8192,
+            4.0,
+            60,
+        ),
+        scatternet(
+            "cifar10-scatternet-cnn-eps3",
+            Dataset::Cifar10,
+            CnnColor,
+            8192,
+            4.0,
+            60,
+        ),
         cifar("cifar10-wrn16-4-eps1", 16, 1.0, 875, 2.0),
         cifar("cifar10-wrn16-4-eps2", 16, 2.0, 1125, 4.0),
         cifar("cifar10-wrn16-4-eps4", 16, 4.0, 1689, 4.0),

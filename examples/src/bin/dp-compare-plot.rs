@@ -1,9 +1,12 @@
-//! `dp-compare-plot`: test accuracy against ε spent, for a dp-train run and an Opacus run of
-//! `../shared/peers/opacus_fmnist.py`, on one chart.
+//! `dp-compare-plot`: test accuracy against ε spent, for dp-train runs (one or several, each
+//! with its label) and an Opacus run of `../shared/peers/opacus_fmnist.py`, on one chart.
 //!
 //! ```text
 //! cargo run --release -p examples --bin dp-compare-plot -- \
 //!     --run runs/fmnist-cnn-eps3 --opacus opacus_fmnist.json --out docs/fmnist-eps3.png
+//! cargo run --release -p examples --bin dp-compare-plot -- \
+//!     --run runs/cnn --label "end-to-end CNN" --run runs/lin --label "ScatterNet + linear" \
+//!     --epsilon-label "ε spent (PLD)" --out docs/fmnist-scatternet.png
 //! ```
 
 use clap::Parser;
@@ -19,9 +22,15 @@ use std::process::ExitCode;
     about = "Accuracy vs ε of a dp-train run and an Opacus run"
 )]
 struct Args {
-    /// dp-train run directory (with metrics.jsonl).
+    /// dp-train run directory (with metrics.jsonl); repeat for several runs.
+    #[arg(long, required = true)]
+    run: Vec<PathBuf>,
+    /// Legend of each --run, in order (default: "dp-burn"; with several runs, give one each).
     #[arg(long)]
-    run: PathBuf,
+    label: Vec<String>,
+    /// The x axis's label: which accountant's ε the runs report.
+    #[arg(long, default_value = "ε spent (RDP)")]
+    epsilon_label: String,
     /// JSON report of opacus_fmnist.py.
     #[arg(long)]
     opacus: Option<PathBuf>,
@@ -55,14 +64,39 @@ fn opacus_series(path: &PathBuf) -> Result<Vec<(f64, f64)>, TrainError> {
 }
 
 fn run(args: Args) -> Result<(), TrainError> {
-    let evaluations = read_evaluations(&args.run)?;
-    if evaluations.is_empty() {
+    if args.run.len() > 1 && args.label.len() != args.run.len() {
         return Err(TrainError::Usage(format!(
-            "no evaluations in {}",
-            args.run.display()
+            "{} runs but {} labels: give one --label per --run",
+            args.run.len(),
+            args.label.len()
         )));
     }
-    let mut series = accuracy_series(&evaluations, "dp-burn", "dp-burn, EMA weights");
+    const COLORS: [RGBColor; 6] = [
+        RGBColor(31, 119, 180),
+        RGBColor(214, 39, 40),
+        RGBColor(148, 103, 189),
+        RGBColor(140, 86, 75),
+        RGBColor(227, 119, 194),
+        RGBColor(23, 190, 207),
+    ];
+    let mut series = Vec::new();
+    for (i, run) in args.run.iter().enumerate() {
+        let evaluations = read_evaluations(run)?;
+        if evaluations.is_empty() {
+            return Err(TrainError::Usage(format!(
+                "no evaluations in {}",
+                run.display()
+            )));
+        }
+        let label = args.label.get(i).map_or("dp-burn", String::as_str);
+        let mut of_run = accuracy_series(&evaluations, label, &format!("{label}, EMA weights"));
+        if args.run.len() > 1 {
+            // Several runs: one colour each, the EMA curve only for a single run.
+            of_run.truncate(1);
+            of_run[0].2 = COLORS[i % COLORS.len()];
+        }
+        series.extend(of_run);
+    }
     if let Some(path) = &args.opacus {
         series.push((
             "Opacus 1.6".into(),
@@ -73,7 +107,7 @@ fn run(args: Args) -> Result<(), TrainError> {
     line_plot(
         &args.out,
         &args.title,
-        "ε spent (RDP)",
+        &args.epsilon_label,
         "test accuracy (%)",
         &series,
     )

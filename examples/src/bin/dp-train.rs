@@ -107,6 +107,11 @@ struct Args {
     /// Steps between evaluations (default: one epoch).
     #[arg(long)]
     eval_every: Option<u64>,
+    /// Hold out the last N training images and evaluate on them instead of the test set (to
+    /// tune hyperparameters without looking at the test set; the run trains on the rest, and
+    /// ε is charged for that smaller training set).
+    #[arg(long, value_name = "N")]
+    validation: Option<usize>,
     /// Pretrained NFNet weights (safetensors, timm layout) for nfnet-finetune.
     #[arg(long)]
     checkpoint: Option<PathBuf>,
@@ -237,7 +242,7 @@ fn parse_accountant(s: &str) -> Result<AccountantKind, String> {
 
 fn list() -> Result<String, TrainError> {
     let mut out = String::from(
-        "preset                  model        steps   σ        ε (full run, δ = 1e-5): PLD, RDP\n",
+        "preset                         model                 steps   σ        ε (full run, δ = 1e-5): PLD, RDP\n",
     );
     for p in presets() {
         let plan = p.full_run_plan()?;
@@ -249,13 +254,15 @@ fn list() -> Result<String, TrainError> {
             plan.delta,
         );
         out += &format!(
-            "{:<23} {:<12} {:>6}   {:<8.4} {:.4}, {}\n",
+            "{:<30} {:<21} {:>6}   {:<8.4} {:.4}, {}\n",
             p.name,
             match p.model {
                 examples::presets::ModelKind::TanhCnn => "tanh-cnn".to_string(),
                 examples::presets::ModelKind::WideResNet { depth, width } =>
                     format!("wrn-{depth}-{width}"),
                 examples::presets::ModelKind::NfNet => "nfnet".to_string(),
+                examples::presets::ModelKind::ScatterNet { head, channels } =>
+                    format!("scatternet-{head:?}-{channels}ch").to_lowercase(),
             },
             plan.steps,
             plan.noise_multiplier,
@@ -294,6 +301,7 @@ fn run(args: Args) -> Result<String, TrainError> {
         accountant: args.accountant,
         seed: args.seed,
         eval_every: args.eval_every,
+        validation: args.validation,
         checkpoint: args.checkpoint.clone(),
         nfnet_variant: args.nfnet_variant,
         trainable_stages: args.trainable_stages,

@@ -82,6 +82,7 @@ pub fn read_cifar10(dir: &Path) -> Result<Split> {
         train: ImageSet::new(pixels, labels, [3, 32, 32], 10, dir)?,
         test: ImageSet::new(tp, tl, [3, 32, 32], 10, &test_path)?,
         class_names: super::idx::names(&CIFAR10_CLASSES),
+        features: None,
     })
 }
 

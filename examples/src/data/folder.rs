@@ -228,6 +228,7 @@ pub fn read_image_folder(dir: &Path, input: InputShape) -> Result<Split> {
         train,
         test,
         class_names: classes,
+        features: None,
     })
 }
 

@@ -173,5 +173,6 @@ pub fn read_fashion_mnist(dir: &Path) -> Result<Split> {
         train: part("train-images-idx3-ubyte", "train-labels-idx1-ubyte")?,
         test: part("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")?,
         class_names: names(&FASHION_MNIST_CLASSES),
+        features: None,
     })
 }

@@ -107,4 +107,7 @@ pub struct Split {
     pub test: ImageSet,
     /// The name of each class, by label.
     pub class_names: Vec<String>,
+    /// Fixed features of every image, for a model that reads them instead of pixels
+    /// ([`crate::features`]).
+    pub features: Option<std::sync::Arc<crate::features::Features>>,
 }

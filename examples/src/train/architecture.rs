@@ -3,6 +3,7 @@
 
 use super::config::NfNetVariant;
 use crate::presets::ModelKind;
+use dp_models::ScatterHead;
 
 /// An architecture picked on the command line (`--model`), for data no preset was made for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -16,12 +17,16 @@ pub struct ModelChoice {
 impl std::str::FromStr for ModelChoice {
     type Err = String;
 
-    /// `cnn`, `wrnD-W` (e.g. `wrn16-4`, `wrn40-4`) or `nfnet-f0` … `nfnet-f3`, `nfnet-tiny`.
+    /// `cnn`, `wrnD-W` (e.g. `wrn16-4`, `wrn40-4`), `nfnet-f0` … `nfnet-f3`, `nfnet-tiny`,
+    /// or `scatternet-linear`, `scatternet-cnn` (28×28 grayscale), `scatternet-linear-rgb`,
+    /// `scatternet-cnn-rgb` (32×32 colour).
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         let bad = || {
             format!(
-                "unknown model {s:?}: choose cnn, wrn16-4, wrn40-4 (any wrnDEPTH-WIDTH), or \
-                 nfnet-f0 … nfnet-f3 (pretrained, with --checkpoint)"
+                "unknown model {s:?}: choose cnn, wrn16-4, wrn40-4 (any wrnDEPTH-WIDTH), \
+                 nfnet-f0 … nfnet-f3 (pretrained, with --checkpoint), scatternet-linear, \
+                 scatternet-cnn (28×28 grayscale), scatternet-linear-rgb or scatternet-cnn-rgb \
+                 (32×32 colour)"
             )
         };
         let plain = |kind| ModelChoice {
@@ -30,6 +35,14 @@ impl std::str::FromStr for ModelChoice {
         };
         if s == "cnn" {
             return Ok(plain(ModelKind::TanhCnn));
+        }
+        let scatter = |head, channels| plain(ModelKind::ScatterNet { head, channels });
+        match s {
+            "scatternet-linear" => return Ok(scatter(ScatterHead::Linear, 1)),
+            "scatternet-cnn" => return Ok(scatter(ScatterHead::CnnGray, 1)),
+            "scatternet-linear-rgb" => return Ok(scatter(ScatterHead::Linear, 3)),
+            "scatternet-cnn-rgb" => return Ok(scatter(ScatterHead::CnnColor, 3)),
+            _ => {}
         }
         if let Some(rest) = s.strip_prefix("wrn") {
             let (depth, width) = rest.split_once('-').ok_or_else(bad)?;
@@ -68,6 +81,12 @@ impl ModelChoice {
             ModelKind::TanhCnn => "fmnist-cnn-eps3",
             ModelKind::WideResNet { .. } => "cifar10-wrn16-4-eps8",
             ModelKind::NfNet => "nfnet-finetune",
+            ModelKind::ScatterNet { head, channels } => match (head, channels) {
+                (ScatterHead::Linear, 1) => "fmnist-scatternet-linear-eps3",
+                (ScatterHead::Linear, _) => "cifar10-scatternet-linear-eps3",
+                (ScatterHead::CnnColor, _) => "cifar10-scatternet-cnn-eps3",
+                (ScatterHead::CnnGray, _) => "fmnist-scatternet-cnn-eps3",
+            },
         }
     }
 }
@@ -77,6 +96,7 @@ pub fn model_channels(model: ModelKind) -> usize {
     match model {
         ModelKind::TanhCnn => 1,
         ModelKind::WideResNet { .. } | ModelKind::NfNet => 3,
+        ModelKind::ScatterNet { channels, .. } => channels,
     }
 }
 
@@ -112,5 +132,22 @@ mod tests {
         }
         assert_eq!(parse("wrn16-4").unwrap().recipe(), "cifar10-wrn16-4-eps8");
         assert_eq!(model_channels(ModelKind::TanhCnn), 1);
+        let rgb = parse("scatternet-cnn-rgb").unwrap();
+        assert_eq!(
+            rgb.kind,
+            ModelKind::ScatterNet {
+                head: ScatterHead::CnnColor,
+                channels: 3
+            }
+        );
+        assert_eq!(model_channels(rgb.kind), 3);
+        assert_eq!(rgb.recipe(), "cifar10-scatternet-cnn-eps3");
+        assert_eq!(
+            parse("scatternet-linear").unwrap().recipe(),
+            "fmnist-scatternet-linear-eps3"
+        );
+        assert!(parse("scatternet")
+            .unwrap_err()
+            .contains("scatternet-linear"));
     }
 }

@@ -7,7 +7,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 use dp_core::audit::{Audited, CanaryRows};
 use dp_core::loss::cross_entropy_per_row;
-use dp_models::{NfNet, TanhCnn, WideResNet};
+use dp_models::{NfNet, ScatterNet, TanhCnn, WideResNet};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -58,6 +58,14 @@ impl<B: Backend> Classifier<B> for TanhCnn<B> {
 }
 
 impl<B: Backend> Classifier<B> for WideResNet<B> {
+    fn logits(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
+        self.forward(x)
+    }
+}
+
+/// Reads scattering features, not pixels (the training loop and the programs compute them:
+/// `crate::features`).
+impl<B: Backend> Classifier<B> for ScatterNet<B> {
     fn logits(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
         self.forward(x)
     }

@@ -160,6 +160,9 @@ pub struct RunConfig {
     /// model; `None`: the preset's (`normalize`).
     #[serde(default)]
     pub normalization: Option<Vec<(f32, f32)>>,
+    /// Training images held out as the evaluation set (`--validation`): the last ones.
+    #[serde(default)]
+    pub validation: Option<usize>,
 }
 
 /// Command-line changes to a preset (`None`: keep the preset's value).
@@ -191,6 +194,8 @@ pub struct Overrides {
     pub seed: Option<u64>,
     /// `--eval-every`.
     pub eval_every: Option<u64>,
+    /// `--validation`.
+    pub validation: Option<usize>,
     /// `--checkpoint` (pretrained weights).
     pub checkpoint: Option<PathBuf>,
     /// `--nfnet-variant`.
@@ -358,6 +363,13 @@ impl RunConfig {
             Dataset::Cifar10 | Dataset::ImageFolder => PathBuf::from("data/cifar-10-batches-bin"),
         };
         let channels = model_channels(model);
+        let augmult = at_least_one("--augmult", o.augmult.unwrap_or(preset.augmult))?;
+        if matches!(model, ModelKind::ScatterNet { .. }) && (augmult > 1 || preset.augment) {
+            return Err(TrainError::Usage(format!(
+                "--augmult {augmult}: the ScatterNet models read features computed once per \
+                 image, so they take one view of each image without crops or flips"
+            )));
+        }
         let normalization = match (&o.normalize, dataset, model) {
             (Some(values), _, _) => Some(normalization(values, channels)?),
             // A pretrained NFNet expects ImageNet's normalization on images other than the
@@ -375,7 +387,7 @@ impl RunConfig {
             learning_rate,
             momentum: preset.momentum,
             clip_norm: preset.clip_norm,
-            augmult: at_least_one("--augmult", o.augmult.unwrap_or(preset.augmult))?,
+            augmult,
             augment: preset.augment,
             normalize: preset.normalize,
             noise,
@@ -388,6 +400,14 @@ impl RunConfig {
             )?,
             seed: o.seed,
             eval_every: o.eval_every.unwrap_or(0),
+            validation: match o.validation {
+                Some(0) => {
+                    return Err(TrainError::Usage(
+                        "--validation 0: hold out at least one training image".into(),
+                    ))
+                }
+                v => v,
+            },
             finetune,
             audit,
             normalization,

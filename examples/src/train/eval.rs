@@ -2,7 +2,9 @@
 
 use super::classifier::Classifier;
 use crate::augment::Augment;
-use crate::data::ImageSet;
+use crate::data::Split;
+use crate::error::Result;
+use crate::features::{batch_rows, Part};
 use burn::tensor::backend::Backend;
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 use dp_core::loss::cross_entropy_per_row;
@@ -28,20 +30,21 @@ pub fn tensors<B: Backend>(
     (x, Tensor::from_data(TensorData::new(labels, [n]), device))
 }
 
-/// Test accuracy and mean loss of `model` on `set` (which the caller has checked is not
-/// empty).
+/// Test accuracy and mean loss of `model` on the test set of `split` (which the caller has
+/// checked is not empty), read as the model reads it (pixels or fixed features).
 pub fn evaluate<B: Backend, M: Classifier<B>>(
     model: &M,
-    set: &ImageSet,
+    split: &Split,
     augment: &Augment,
     resolution: Option<usize>,
     device: &B::Device,
-) -> (f64, f64) {
+) -> Result<(f64, f64)> {
     let (mut correct, mut loss) = (0usize, 0f64);
+    let set = &split.test;
     let indices: Vec<usize> = (0..set.len()).collect();
     for chunk in indices.chunks(500) {
-        let (pixels, labels) = augment.batch(set, chunk, 0, 0);
-        let (x, y) = tensors::<B>(pixels, labels, set.shape, resolution, device);
+        let (values, labels, shape) = batch_rows(split, Part::Test, chunk, augment, 0, 0)?;
+        let (x, y) = tensors::<B>(values, labels, shape, resolution, device);
         let logits = model.logits(x);
         loss += cross_entropy_per_row(logits.clone(), y.clone())
             .sum()
@@ -51,5 +54,5 @@ pub fn evaluate<B: Backend, M: Classifier<B>>(
         correct += predicted.equal(y).int().sum().into_scalar().elem::<i64>() as usize;
     }
     let n = set.len().max(1) as f64;
-    (correct as f64 / n, loss / n)
+    Ok((correct as f64 / n, loss / n))
 }

@@ -69,18 +69,18 @@ where
     M::InnerModule: Classifier<AB::InnerBackend>,
     O: Optimizer<M, AB>,
 {
-    let test = &ctx.split.test;
+    let split = ctx.split;
     let (accuracy, loss) = evaluate(
         &session.model.valid(),
-        test,
+        split,
         augment,
         ctx.resolution,
         device,
-    );
-    let ema = session
-        .optimizer
-        .ema_model()
-        .map(|ema| evaluate(ema, test, augment, ctx.resolution, device).0);
+    )?;
+    let ema = match session.optimizer.ema_model() {
+        Some(ema) => Some(evaluate(ema, split, augment, ctx.resolution, device)?.0),
+        None => None,
+    };
     Ok((accuracy, loss, ema))
 }
 

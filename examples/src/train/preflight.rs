@@ -6,6 +6,7 @@ use super::eval::tensors;
 use super::run_dir::RunDir;
 use crate::data::Split;
 use crate::error::{Result, TrainError};
+use crate::features::{batch_rows, Part};
 use crate::report::{Evaluation, LOSS_HEADER};
 use burn::tensor::backend::Backend;
 use std::path::Path;
@@ -42,15 +43,17 @@ pub fn probe_model<B: Backend, M: Classifier<B>>(
     device: &B::Device,
 ) -> Result<()> {
     let set = &split.test;
-    let pixels: Vec<f32> = set.image(0).iter().map(|&p| p as f32 / 255.0).collect();
-    let (x, _) = tensors::<B>(pixels, vec![0], set.shape, resolution, device);
+    let augment = crate::augment::Augment::none(set.shape[0]);
+    let (values, _, shape) = batch_rows(split, Part::Test, &[0], &augment, 0, 0)?;
+    let (x, _) = tensors::<B>(values, vec![0], shape, resolution, device);
     let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| model.logits(x).dims()));
     std::panic::set_hook(hook);
-    let input = match resolution {
-        Some(r) => format!("{:?} (upsampled to {r}×{r})", set.shape),
-        None => format!("{:?}", set.shape),
+    let input = match (resolution, &split.features) {
+        (Some(r), _) => format!("{:?} (upsampled to {r}×{r})", set.shape),
+        (None, Some(f)) => format!("{:?} (scattering features {:?})", set.shape, f.shape),
+        (None, None) => format!("{:?}", set.shape),
     };
     match outcome {
         Ok([1, c]) if c == set.classes => Ok(()),

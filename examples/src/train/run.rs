@@ -12,16 +12,19 @@ use super::preflight::{check_logs, check_split, probe_model, Logs};
 use super::record::{check_same_data, read_run_record_file, DataFingerprint, RunRecord};
 use super::run_dir::RunDir;
 use super::session::{resume, sgd, start};
-use crate::data::{read_cifar10, read_fashion_mnist, read_image_folder, InputShape, Split};
+use crate::data::{
+    read_cifar10, read_fashion_mnist, read_image_folder, ImageSet, InputShape, Split,
+};
 use crate::error::{Result, TrainError};
-use crate::presets::{plan, Dataset, ModelKind};
+use crate::features::attach_features;
+use crate::presets::{plan, Dataset, ModelKind, SCATTER_GROUPS};
 use crate::report::Summary;
 use burn::module::{AutodiffModule, ModuleDisplay};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use dp_core::audit::Audited;
 use dp_core::collective::NetworkPeer;
 use dp_models::finetune::{freeze_nfnet, replace_nfnet_head};
-use dp_models::{load_safetensors, KeyLayout, NfNet, TanhCnn, WideResNetConfig};
+use dp_models::{load_safetensors, KeyLayout, NfNet, ScatterNetConfig, TanhCnn, WideResNetConfig};
 use std::path::{Path, PathBuf};
 
 /// Where the run executes.
@@ -82,6 +85,8 @@ pub fn input_shape(config: &RunConfig) -> InputShape {
         (ModelKind::TanhCnn, _) => 28,
         (ModelKind::NfNet, Some(f)) => f.resolution,
         (ModelKind::WideResNet { .. } | ModelKind::NfNet, _) => 32,
+        (ModelKind::ScatterNet { channels: 1, .. }, _) => 28,
+        (ModelKind::ScatterNet { .. }, _) => 32,
     };
     InputShape {
         channels: super::architecture::model_channels(config.model),
@@ -96,7 +101,42 @@ pub(super) fn load_data(config: &RunConfig) -> Result<Split> {
         Dataset::ImageFolder => read_image_folder(&config.data_dir, input_shape(config)),
     }?;
     check_split(&split, &config.data_dir)?;
+    let mut split = match config.validation {
+        Some(held) => hold_out(split, held, &config.data_dir)?,
+        None => split,
+    };
+    let channels = split.train.shape[0];
+    attach_features(&mut split, config.model, &config.augmentation(channels))?;
     Ok(split)
+}
+
+/// The split that trains on all but the last `held` training images and evaluates on those
+/// (the test set is set aside).
+fn hold_out(split: Split, held: usize, data_dir: &Path) -> Result<Split> {
+    let n = split.train.len();
+    if held >= n {
+        return Err(TrainError::Usage(format!(
+            "--validation {held} must be below the {n} training images"
+        )));
+    }
+    let per = split.train.shape.iter().product::<usize>();
+    let keep = n - held;
+    let set = |pixels: &[u8], labels: &[u8]| {
+        ImageSet::new(
+            pixels.to_vec(),
+            labels.to_vec(),
+            split.train.shape,
+            split.train.classes,
+            data_dir,
+        )
+    };
+    let train = &split.train;
+    Ok(Split {
+        test: set(&train.pixels[keep * per..], &train.labels[keep..])?,
+        train: set(&train.pixels[..keep * per], &train.labels[..keep])?,
+        class_names: split.class_names,
+        features: None,
+    })
 }
 
 fn os_seed() -> Result<u64> {
@@ -356,6 +396,17 @@ pub(super) fn with_model<AB: AutodiffBackend, T: ModelTask<AB>>(
                 .as_ref()
                 .ok_or_else(|| TrainError::Usage("nfnet-finetune needs --checkpoint".into()))?;
             task.run(pretrained_nfnet::<AB>(finetune, classes, device)?)
+        }
+        ModelKind::ScatterNet { head, .. } => {
+            let image = input_shape(config);
+            let features = crate::features::model_input_shape(
+                config.model,
+                [image.channels, image.size, image.size],
+            )?;
+            task.run(
+                ScatterNetConfig::new(features, SCATTER_GROUPS, head, classes)
+                    .init::<AB>(device)?,
+            )
         }
     }
 }

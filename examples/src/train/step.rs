@@ -10,6 +10,7 @@ use super::parallel::agree_and_sum;
 use crate::augment::Augment;
 use crate::data::Split;
 use crate::error::Result;
+use crate::features::{batch_rows, Part};
 use burn::module::AutodiffModule;
 use burn::optim::Optimizer;
 use burn::tensor::backend::{AutodiffBackend, Backend};
@@ -55,10 +56,20 @@ fn micro_batch<B: Backend>(
     step: u64,
     device: &B::Device,
 ) -> Result<MicroBatch<B>> {
-    let (train, augment) = (&data.split.train, &data.augment);
+    let augment = &data.augment;
+    let rows = |indices: &[usize]| {
+        batch_rows(
+            data.split,
+            Part::Train,
+            indices,
+            augment,
+            data.augment_seed,
+            step,
+        )
+    };
     let Some(audit) = audit else {
-        let (pixels, labels) = augment.batch(train, indices, data.augment_seed, step);
-        let (x, y) = tensors::<B>(pixels, labels, train.shape, data.resolution, device);
+        let (values, labels, shape) = rows(indices)?;
+        let (x, y) = tensors::<B>(values, labels, shape, data.resolution, device);
         return Ok(MicroBatch {
             x,
             y,
@@ -66,13 +77,15 @@ fn micro_batch<B: Backend>(
         });
     };
     let parts = audit.split(indices);
-    let (mut pixels, mut labels) = augment.batch(train, &parts.real, data.augment_seed, step);
+    let (mut values, mut labels, shape) = rows(&parts.real)?;
     let real_rows = labels.len();
     let canary_rows = parts.canaries.len() * augment.views;
-    let [c, h, w] = train.shape;
-    pixels.resize(pixels.len() + canary_rows * c * h * w, 0.0);
+    values.resize(
+        values.len() + canary_rows * shape.iter().product::<usize>(),
+        0.0,
+    );
     labels.resize(real_rows + canary_rows, 0);
-    let (x, y) = tensors::<B>(pixels, labels, train.shape, data.resolution, device);
+    let (x, y) = tensors::<B>(values, labels, shape, data.resolution, device);
     let canaries = audit
         .rows::<B>(parts.real.len(), &parts.canaries, device)?
         .map(|rows| MicroBatchCanaries { rows, real_rows });
