@@ -649,3 +649,66 @@ fn help_texts_have_no_rustdoc_link_syntax() {
         }
     }
 }
+
+/// Every ScatterNet preset (Fashion-MNIST and CIFAR-10, linear and CNN heads) trains on
+/// generated files in the real formats: features computed once, the full run spending the ε in
+/// the preset's name, evaluation reading the features, and a model K > 1 refused before
+/// anything is written.
+#[test]
+fn every_scatternet_preset_trains_on_generated_files() {
+    let (fmnist, cifar) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    write_synthetic_fashion_mnist(fmnist.path(), 12, 5, 5).unwrap();
+    write_synthetic_cifar10(cifar.path(), 4, 6, 3).unwrap();
+    let scatter: Vec<Preset> = presets()
+        .into_iter()
+        .filter(|p| matches!(p.model, ModelKind::ScatterNet { .. }))
+        .collect();
+    assert_eq!(scatter.len(), 4);
+    for preset in scatter {
+        let full = preset.full_run_epsilon().unwrap();
+        let target = target_of(preset.name).unwrap();
+        assert!(
+            full <= target && full > 0.999 * target,
+            "{}: {full}",
+            preset.name
+        );
+        let data = match preset.dataset {
+            Dataset::Cifar10 => cifar.path(),
+            _ => fmnist.path(),
+        };
+        let out = tempfile::tempdir().unwrap();
+        let run_dir = out.path().join("run");
+        let overrides = Overrides {
+            data_dir: Some(data.to_path_buf()),
+            steps: Some(2),
+            batch_size: Some(4),
+            micro_batch: Some(3),
+            seed: Some(5),
+            eval_every: Some(1),
+            ..Overrides::default()
+        };
+        let refused = RunConfig::new(
+            &preset,
+            Overrides {
+                augmult: Some(2),
+                ..overrides.clone()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(refused.contains("one view"), "{refused}");
+        let config = RunConfig::new(&preset, overrides).unwrap();
+        let summary = finished(train(Some(config), &options(&run_dir)).unwrap());
+        assert_eq!(summary.steps, 2, "{}", preset.name);
+        assert!(
+            (0.0..=1.0).contains(&summary.test_accuracy),
+            "{}",
+            preset.name
+        );
+        assert!(
+            run_dir.join("model.safetensors").exists(),
+            "{}",
+            preset.name
+        );
+    }
+}
