@@ -593,3 +593,34 @@ pub fn pretrained_nfnet<B: Backend>(
 pub fn read_run_record(dir: &Path) -> Result<RunRecord> {
     Ok(read_run_record_file(&RunDir::new(dir).record())?.0)
 }
+
+#[cfg(test)]
+mod hold_out_tests {
+    use super::*;
+
+    #[test]
+    fn validation_holds_out_the_last_training_images_and_trains_on_the_rest() {
+        let set = |n: usize, first: u8| {
+            ImageSet::new(
+                (0..n).map(|i| first + i as u8).collect(),
+                (0..n).map(|i| (i % 2) as u8).collect(),
+                [1, 1, 1],
+                2,
+                Path::new("t"),
+            )
+            .unwrap()
+        };
+        let split = Split {
+            train: set(5, 0),
+            test: set(3, 100),
+            class_names: vec!["a".into(), "b".into()],
+            features: None,
+        };
+        let held = hold_out(split.clone(), 2, Path::new("t")).unwrap();
+        assert_eq!(held.train.pixels, vec![0, 1, 2]);
+        assert_eq!(held.test.pixels, vec![3, 4]);
+        assert_eq!(held.test.labels, vec![1, 0]);
+        let all = hold_out(split, 5, Path::new("t")).unwrap_err().to_string();
+        assert!(all.contains("below the 5 training images"), "{all}");
+    }
+}
