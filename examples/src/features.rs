@@ -55,7 +55,12 @@ pub fn scattering_of(model: ModelKind, image: [usize; 3]) -> Result<Option<Scatt
 /// `[K, H, W]` of what `model` reads from images of `image`: the images themselves, or their
 /// features.
 pub fn model_input_shape(model: ModelKind, image: [usize; 3]) -> Result<[usize; 3]> {
-    Ok(scattering_of(model, image)?.map_or(image, |s| s.output_shape()))
+    Ok(match model {
+        ModelKind::ScatterNet { .. } => {
+            Scattering2D::output_shape_for(SCATTERING_SCALES, SCATTERING_ORIENTATIONS, image)
+        }
+        _ => image,
+    })
 }
 
 /// Computes the features of `split` for `model` (nothing for a model that reads pixels), from

@@ -97,11 +97,16 @@ impl Scattering2D {
     /// `[C·K, H/2^J, W/2^J]` of the features of one image (K coefficient maps per channel,
     /// channel c's maps at `c·K .. (c+1)·K`).
     pub fn output_shape(&self) -> [usize; 3] {
-        let [channels, rows, cols] = self.input;
+        Self::output_shape_for(self.scales, self.orientations, self.input)
+    }
+
+    /// [`Self::output_shape`] of a transform with these settings, without building its filters.
+    pub fn output_shape_for(scales: usize, orientations: usize, input: [usize; 3]) -> [usize; 3] {
+        let [channels, rows, cols] = input;
         [
-            channels * Self::coefficients_per_channel(self.scales, self.orientations),
-            rows >> self.scales,
-            cols >> self.scales,
+            channels * Self::coefficients_per_channel(scales, orientations),
+            rows >> scales,
+            cols >> scales,
         ]
     }
 
