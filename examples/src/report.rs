@@ -34,6 +34,10 @@ pub struct Evaluation {
     pub train_s: f64,
 }
 
+fn test_set() -> String {
+    "test".into()
+}
+
 fn one_peer() -> usize {
     1
 }
@@ -43,7 +47,12 @@ fn one_peer() -> usize {
 pub struct Summary {
     /// Preset.
     pub preset: String,
-    /// Final test accuracy.
+    /// The images the accuracies were measured on: `test`, or `validation` (with
+    /// `--validation N`: the last N training images, held out of training; the test images
+    /// are not used).
+    #[serde(default = "test_set")]
+    pub evaluated_on: String,
+    /// Final test accuracy (on `evaluated_on`).
     pub test_accuracy: f64,
     /// Final test accuracy of the EMA weights (the current weights' if there is no EMA).
     pub test_accuracy_ema: f64,
@@ -348,9 +357,11 @@ mod plots {
     /// returns the paths written.
     /// With `audit_epsilon`, the accuracy plot marks the audit's lower bound on ε with a
     /// vertical line.
+    /// `evaluated_on` names the images the accuracies were measured on (`test`, `validation`).
     pub fn write_plots(
         dir: &Path,
         title: &str,
+        evaluated_on: &str,
         audit_epsilon: Option<f64>,
     ) -> Result<Vec<PathBuf>> {
         let evaluations = read_evaluations(dir)?;
@@ -369,9 +380,9 @@ mod plots {
             let path = dir.join("accuracy_vs_epsilon.png");
             line_plot(
                 &path,
-                &format!("{title}: test accuracy vs privacy spent"),
+                &format!("{title}: {evaluated_on} accuracy vs privacy spent"),
                 "ε spent",
-                "test accuracy (%)",
+                &format!("{evaluated_on} accuracy (%)"),
                 &series,
             )?;
             private(&path)?;

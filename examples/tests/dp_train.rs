@@ -4,7 +4,7 @@
 //! run directory.
 
 mod common;
-use common::{cli_epsilon, dp_train, finished, fmnist_data, options, stderr};
+use common::{cli_epsilon, dp_train, dp_train_preset, finished, fmnist_data, options, stderr};
 
 use dp_accountant::{AccountantKind, DpEvent, PldAccountant, PrivacyAccountant};
 use examples::data::{write_synthetic_cifar10, write_synthetic_fashion_mnist};
@@ -710,5 +710,42 @@ fn every_scatternet_preset_trains_on_generated_files() {
             "{}",
             preset.name
         );
+    }
+}
+
+/// With `--validation N` the run says what it measured: the evaluation lines, the terminal
+/// summary and summary.json name the validation images (the last N training images, held out
+/// of training), and a run without it names the test set.
+#[test]
+fn a_validation_run_reports_validation_accuracy_not_test_accuracy() {
+    let data = fmnist_data();
+    for (validation, set) in [(Some("16"), "validation"), (None, "test")] {
+        let out = tempfile::tempdir().unwrap();
+        let run = out.path().join("run");
+        let mut more = vec![
+            "--steps",
+            "2",
+            "--batch-size",
+            "8",
+            "--seed",
+            "3",
+            "--no-progress",
+        ];
+        if let Some(n) = validation {
+            more.extend(["--validation", n]);
+        }
+        let o = dp_train_preset("fmnist-cnn-quick", data.path(), &run, &more);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let (text, log) = (String::from_utf8_lossy(&o.stdout), stderr(&o));
+        assert!(text.contains(&format!("{set} accuracy")), "{text}");
+        assert!(log.contains(&format!(", {set} accuracy ")), "{log}");
+        let other = if set == "test" { "validation" } else { "test" };
+        assert!(!text.contains(&format!("{other} accuracy")), "{text}");
+        assert!(!log.contains(&format!("{other} accuracy")), "{log}");
+        let summary: Summary =
+            serde_json::from_slice(&std::fs::read(run.join("summary.json")).unwrap()).unwrap();
+        assert_eq!(summary.evaluated_on, set);
+        let trained_on = if validation.is_some() { 64 - 16 } else { 64 };
+        assert_eq!(summary.dataset_size, trained_on);
     }
 }

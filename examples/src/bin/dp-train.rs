@@ -393,8 +393,9 @@ fn run(args: Args) -> Result<String, TrainError> {
         return serde_json::to_string(&summary).map_err(|e| TrainError::Usage(e.to_string()));
     }
     let mut text = format!(
-        "{}: test accuracy {:.2}%",
+        "{}: {} accuracy {:.2}%",
         summary.preset,
+        summary.evaluated_on,
         100.0 * summary.test_accuracy
     );
     if (summary.test_accuracy_ema - summary.test_accuracy).abs() > 0.0 {

@@ -270,6 +270,15 @@ fn audit_config(o: &Overrides) -> Result<Option<AuditConfig>> {
 }
 
 impl RunConfig {
+    /// The images the run evaluates on: `validation` with `--validation`, else `test`.
+    pub fn evaluated_on(&self) -> &'static str {
+        if self.validation.is_some() {
+            "validation"
+        } else {
+            "test"
+        }
+    }
+
     /// `preset` changed by `o`, every value checked.
     pub fn new(preset: &Preset, o: Overrides) -> Result<Self> {
         let audit = audit_config(&o)?;

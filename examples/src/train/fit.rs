@@ -175,7 +175,12 @@ where
     } else {
         steps_per_epoch
     };
-    let mut progress = Progress::new(plan, session.optimizer.steps(), ctx.options);
+    let mut progress = Progress::new(
+        plan,
+        session.optimizer.steps(),
+        ctx.options,
+        config.evaluated_on(),
+    );
     let (mut loss_sum, mut loss_rows, mut train_s) = (0f64, 0usize, 0f64);
     let mut last: Option<Evaluation> = None;
     let stop_at = stop_at(ctx, session.optimizer.steps());
@@ -357,6 +362,7 @@ where
         });
     let summary = Summary {
         preset: config.preset.clone(),
+        evaluated_on: config.evaluated_on().into(),
         test_accuracy: last.test_accuracy,
         test_accuracy_ema: last.test_accuracy_ema.unwrap_or(last.test_accuracy),
         epsilon,
@@ -385,6 +391,7 @@ where
     if let Err(e) = report::write_plots(
         &run.dir,
         &config.preset,
+        &summary.evaluated_on,
         summary.audit.as_ref().map(|a| a.epsilon_lower_bound),
     ) {
         eprintln!("warning: {e}");

@@ -12,18 +12,20 @@ pub struct Progress {
     bar: Option<ProgressBar>,
     lines: bool,
     total: u64,
+    /// The images evaluated on (`test`, `validation`).
+    evaluated_on: &'static str,
     /// Mean loss of the last step's batch.
     pub loss: f64,
 }
 
-/// The line printed for an evaluation.
-pub fn evaluation_line(e: &Evaluation, plan: &PrivacyPlan) -> String {
+/// The line printed for an evaluation on `evaluated_on` (`test`, `validation`).
+pub fn evaluation_line(e: &Evaluation, plan: &PrivacyPlan, evaluated_on: &str) -> String {
     let ema = e
         .test_accuracy_ema
         .map(|a| format!(" (EMA {:.2}%)", 100.0 * a))
         .unwrap_or_default();
     format!(
-        "step {}/{} (epoch {:.1}): ε = {:.4} at δ = {}, train loss {:.4}, test accuracy {:.2}%{ema}",
+        "step {}/{} (epoch {:.1}): ε = {:.4} at δ = {}, train loss {:.4}, {evaluated_on} accuracy {:.2}%{ema}",
         e.step,
         plan.steps,
         e.epoch,
@@ -36,7 +38,12 @@ pub fn evaluation_line(e: &Evaluation, plan: &PrivacyPlan) -> String {
 
 impl Progress {
     /// A bar if asked for and stderr is a terminal; plain lines otherwise (unless quiet).
-    pub fn new(plan: &PrivacyPlan, position: u64, options: &TrainOptions) -> Self {
+    pub fn new(
+        plan: &PrivacyPlan,
+        position: u64,
+        options: &TrainOptions,
+        evaluated_on: &'static str,
+    ) -> Self {
         let terminal = std::io::stderr().is_terminal();
         let bar = (options.progress && terminal).then(|| {
             let bar = ProgressBar::with_draw_target(Some(plan.steps), ProgressDrawTarget::stderr());
@@ -52,6 +59,7 @@ impl Progress {
             lines: options.verbose,
             bar,
             total: plan.steps,
+            evaluated_on,
             loss: f64::NAN,
         }
     }
@@ -61,7 +69,7 @@ impl Progress {
         if !self.lines {
             return;
         }
-        let line = evaluation_line(evaluation, plan);
+        let line = evaluation_line(evaluation, plan, self.evaluated_on);
         match &self.bar {
             Some(bar) => bar.println(line),
             None => eprintln!("{line}"),
@@ -75,8 +83,9 @@ impl Progress {
         };
         bar.set_position(done.min(self.total));
         bar.set_message(format!(
-            "loss {:.3} | test acc {} | ε {epsilon:.3}",
+            "loss {:.3} | {} acc {} | ε {epsilon:.3}",
             self.loss,
+            self.evaluated_on,
             last.map(|e| format!("{:.1}%", 100.0 * e.test_accuracy))
                 .unwrap_or_else(|| "-".into()),
         ));
