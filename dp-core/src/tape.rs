@@ -41,13 +41,16 @@ pub(crate) fn with_tape<B: Backend, R>(f: impl FnOnce(&mut dyn Tape<B>) -> R) ->
 /// The value of a DP-aware layer's parameter for the layer's own use: detached from the
 /// autodiff graph while a private forward records it (its gradient comes from the probe), so
 /// that any gradient the backward pass still gives the parameter comes from a use outside its
-/// layer (weight tying, a penalty in the loss), which the fast path then refuses.
+/// layer (weight tying, a penalty in the loss), which the fast path then refuses. The value
+/// is also a leaf that requires no gradient (burn's `detach` keeps `require_grad`): otherwise
+/// the backward pass would form every layer's batch weight gradient (as costly as the
+/// per-example gradients of a convolution) only to drop it.
 ///
 /// Call it outside [`with_tape`] closures (the tape is borrowed there).
 pub(crate) fn layer_value<B: Backend, const D: usize>(param: &Param<Tensor<B, D>>) -> Tensor<B, D> {
     let taped = with_tape::<B, _>(|tape| tape.is_trainable(param.id)).unwrap_or(false);
     if taped {
-        param.val().detach()
+        param.val().detach().set_require_grad(false)
     } else {
         param.val()
     }
