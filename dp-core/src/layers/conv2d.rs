@@ -1,10 +1,12 @@
 //! A 2-D convolution that records per-example gradient data in a private forward.
 
 use crate::error::{DpError, Result};
-use crate::flex::{is, FlexAutodiff};
+use crate::flex::{cast, from_primitive, is, primitive, FlexAutodiff};
+use crate::per_example::fused_conv;
 use crate::per_example::im2col::{im2col, is_tracked, ConvGeometry};
 use crate::per_example::LayerData;
 use crate::tape::{layer_value, with_tape};
+use burn::backend::Flex;
 use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::module::conv2d;
@@ -266,6 +268,9 @@ fn conv_keeping_cols<B: Backend>(
     b: Option<Tensor<B, 1>>,
     geo: &ConvGeometry,
 ) -> (Tensor<B, 4>, Option<Tensor<B, 3>>) {
+    if let Some(y) = fused_forward(&x, &w, b.as_ref(), geo) {
+        return (y, None);
+    }
     if im2col_route(&x, geo) {
         let [_, _, h, width] = x.dims();
         let cols = im2col(x, geo);
@@ -273,6 +278,48 @@ fn conv_keeping_cols<B: Backend>(
         return (y, Some(cols));
     }
     (conv2d(x, w, b, geo.conv_options()), None)
+}
+
+/// On flex, a first layer (an input with few channels, outside the autodiff graph, as are
+/// the weight and bias) as im2col fused with its product, example by example (see
+/// [`fused_conv`]): its im2col is never materialized, and the per-example gradients build it
+/// again in the same way. `None` elsewhere.
+fn fused_forward<B: Backend>(
+    x: &Tensor<B, 4>,
+    w: &Tensor<B, 4>,
+    b: Option<&Tensor<B, 1>>,
+    geo: &ConvGeometry,
+) -> Option<Tensor<B, 4>> {
+    let untracked = !is_tracked(x) && !is_tracked(w) && !b.is_some_and(is_tracked);
+    if !untracked || x.dims()[1] > IM2COL_MAX_IN_CHANNELS {
+        return None;
+    }
+    let inner = |t: Tensor<B, 4>| -> Tensor<Flex, 4> {
+        if is::<B, Flex>() {
+            cast(t)
+        } else {
+            cast::<_, Tensor<FlexAutodiff, 4>>(t).inner()
+        }
+    };
+    if !is::<B, Flex>() && !is::<B, FlexAutodiff>() {
+        return None;
+    }
+    let [n, _, h, width] = x.dims();
+    let c_out = w.dims()[0];
+    let bias = b.map(|b| primitive(inner(b.clone().reshape([1, 1, 1, c_out]))));
+    let y = fused_conv::conv_forward(
+        &primitive(inner(x.clone())),
+        &primitive(inner(w.clone())),
+        bias.as_ref(),
+        geo,
+    )?;
+    let [ho, wo] = geo.output_size([h, width]);
+    let y = from_primitive::<Flex, 3>(y).reshape([n, c_out, ho, wo]);
+    Some(if is::<B, Flex>() {
+        cast(y)
+    } else {
+        cast(Tensor::<FlexAutodiff, 4>::from_inner(y))
+    })
 }
 
 /// y = W·colsᵀ per example, `[N, C_out, Ho, Wo]`, from im2col rows `[N, Ho·Wo, C·kh·kw]`.

@@ -2,8 +2,11 @@
 
 use super::dense::{use_ghost_norm, Dense};
 use super::examples;
+use super::fused_conv;
 use super::im2col::{im2col, ConvGeometry};
 use crate::error::{DpError, Result};
+use crate::flex::{cast, from_primitive, is, primitive};
+use burn::backend::Flex;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
@@ -81,6 +84,11 @@ pub(super) fn conv_dense<B: Backend>(
         let rebuild = Box::new(move || rows(im2col(input.clone(), &geometry), e));
         return Ok(Dense::rebuildable(a, g, rebuild));
     }
+    if cols.is_none() {
+        if let Some(p) = fused_per_example_weight(&input, &g, &geometry, views) {
+            return Ok(Dense::from_explicit(p, g));
+        }
+    }
     let chunk = chunk_examples(e, views, t, d, groups);
     let mut parts = Vec::with_capacity(e.div_ceil(chunk));
     let mut start = 0;
@@ -97,6 +105,23 @@ pub(super) fn conv_dense<B: Backend>(
         start += len;
     }
     Ok(Dense::from_explicit(Tensor::cat(parts, 0), g))
+}
+
+/// On flex, the per-example weight gradients `[E, 1, o, d]` with each example's im2col built
+/// in the cache (see [`fused_conv`]); `None` elsewhere.
+fn fused_per_example_weight<B: Backend>(
+    input: &Tensor<B, 4>,
+    g: &Tensor<B, 4>,
+    geometry: &ConvGeometry,
+    views: usize,
+) -> Option<Tensor<B, 4>> {
+    if !is::<B, Flex>() {
+        return None;
+    }
+    let x = primitive(cast::<_, Tensor<Flex, 4>>(input.clone()));
+    let g = primitive(cast::<_, Tensor<Flex, 4>>(g.clone()));
+    let p = fused_conv::per_example_weight(&x, &g, geometry, views)?;
+    Some(cast(from_primitive::<Flex, 4>(p)))
 }
 
 /// `[G, o, d]` → rows per output channel `[C_out, d]`.

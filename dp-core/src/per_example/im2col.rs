@@ -252,7 +252,12 @@ fn col2im(grad: &FlexTensor, [c, h, w]: [usize; 3], geo: &ConvGeometry) -> FlexT
 }
 
 /// The im2col rows of one example `[C, H, W]` into `out` `[Ho·Wo, C·kh·kw]` (zeroed).
-fn patches_of_example(x: &[f32], [c, h, w]: [usize; 3], geo: &ConvGeometry, out: &mut [f32]) {
+pub(crate) fn patches_of_example(
+    x: &[f32],
+    [c, h, w]: [usize; 3],
+    geo: &ConvGeometry,
+    out: &mut [f32],
+) {
     let [ho, wo] = geo.output_size([h, w]);
     let [kh, kw] = geo.kernel;
     let d = c * kh * kw;

@@ -8,6 +8,7 @@
 mod conv;
 mod dense;
 mod describe;
+pub(crate) mod fused_conv;
 pub(crate) mod im2col;
 mod standardized;
 
