@@ -74,12 +74,63 @@ fn forward(x: &FlexTensor) -> Option<FlexTensor> {
     let mut y = vec![0.0f32; values.len()];
     y.par_chunks_mut(CHUNK)
         .zip(values.par_chunks(CHUNK))
-        .for_each(|(y, x)| {
-            for (y, &x) in y.iter_mut().zip(x) {
-                *y = 1.0 - 2.0 / ((2.0 * x).exp() + 1.0);
-            }
-        });
+        .for_each(|(y, x)| tanh_into(y, x));
     Some(flex_tensor(y, x.layout().shape().to_vec()))
+}
+
+/// `y = tanh(x)` element by element, with AVX2's 8 lanes where the CPU has them (the same
+/// exactly rounded operations on every path: no fused multiply-add, so the same values).
+fn tanh_into(y: &mut [f32], x: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2 (checked just above), all `tanh_into_avx2` requires.
+        unsafe { tanh_into_avx2(y, x) };
+        return;
+    }
+    tanh_into_portable(y, x);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn tanh_into_avx2(y: &mut [f32], x: &[f32]) {
+    tanh_into_portable(y, x);
+}
+
+#[inline(always)]
+fn tanh_into_portable(y: &mut [f32], x: &[f32]) {
+    for (y, &x) in y.iter_mut().zip(x) {
+        *y = 1.0 - 2.0 / (exp(2.0 * x) + 1.0);
+    }
+}
+
+/// e^t for tanh: exact to about one part in 10⁷, t clamped to ±40 (tanh is ±1 in f32 long
+/// before that), NaN kept. Written so that the compiler vectorizes the loop over a slice
+/// (libm's `expf` is a call per value, which took most of the forward pass of tanh): e^t =
+/// 2^k·e^r with k = round(t·log₂e) and |r| ≤ ln2/2, e^r by its Taylor polynomial to degree 7
+/// (remainder below |r|⁸/8! < 6·10⁻⁹), 2^k written into the exponent bits.
+#[inline(always)]
+fn exp(t: f32) -> f32 {
+    // Adding and subtracting 1.5·2²³ rounds to the nearest integer (for |t·log₂e| < 2²²).
+    const ROUND: f32 = 12_582_912.0;
+    // ln 2 in two parts: k·LN2_HI is exact for |k| < 2⁹.
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    let t = t.clamp(-40.0, 40.0);
+    let shifted = t * std::f32::consts::LOG2_E + ROUND;
+    let k = shifted - ROUND;
+    let r = (t - k * LN2_HI) - k * LN2_LO;
+    let p = 1.0
+        + r * (1.0
+            + r * (1.0 / 2.0
+                + r * (1.0 / 6.0
+                    + r * (1.0 / 24.0
+                        + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
+    // k ∈ [−58, 58] sits in the low mantissa bits of `shifted` (whose bits are those of
+    // 1.5·2²³ plus k): 2^k is a normal f32, its exponent field k + 127, with no float-to-int
+    // conversion (which does not vectorize). A NaN t gives NaN through r.
+    let k_bits = shifted.to_bits().wrapping_sub(ROUND.to_bits());
+    let scale = f32::from_bits(k_bits.wrapping_add(127) << 23);
+    p * scale
 }
 
 /// g·(1 − y²).
@@ -146,5 +197,48 @@ mod tests {
             "gradients: {}",
             worst(&fast_g, &g)
         );
+    }
+
+    /// The vectorizable e^t against f64's exp on a fine grid of the clamped range (relative
+    /// error, worst measured 9.7e-8; without the degree-7 term 2.5e-7), and at the edges: ±∞ and large values clamp, NaN stays.
+    #[test]
+    fn exp_is_accurate_over_the_clamped_range() {
+        let mut worst = 0f64;
+        for i in -400_000..=400_000 {
+            let t = i as f32 * 1e-4;
+            let exact = (t as f64).exp();
+            worst = worst.max(((super::exp(t) as f64) - exact).abs() / exact);
+        }
+        eprintln!("e^t: worst relative error {worst:.3e}");
+        assert!(worst < 1.5e-7, "relative error {worst}");
+        assert_eq!(super::exp(f32::INFINITY), super::exp(40.0));
+        assert_eq!(super::exp(-1e30), super::exp(-40.0));
+        assert!(super::exp(f32::NAN).is_nan());
+        let ends = Tensor::<Flex, 1>::from_floats(
+            [f32::NEG_INFINITY, f32::INFINITY, f32::NAN],
+            &Default::default(),
+        );
+        let y: Vec<f32> = super::tanh(ends).into_data().to_vec().unwrap();
+        assert_eq!(&y[..2], &[-1.0, 1.0]);
+        assert!(y[2].is_nan());
+    }
+
+    /// The AVX2 path (where this CPU has it) and the portable one give the same bits.
+    #[test]
+    fn every_path_gives_the_same_values() {
+        let x: Vec<f32> = (0..10_007)
+            .map(|i| (i as f32 * 0.7919).sin() * 12.0)
+            .collect();
+        let (mut fast, mut portable) = (vec![0.0; x.len()], vec![0.0; x.len()]);
+        super::tanh_into(&mut fast, &x);
+        super::tanh_into_portable(&mut portable, &x);
+        assert!(fast
+            .iter()
+            .zip(&portable)
+            .all(|(a, b)| a.to_bits() == b.to_bits()));
+        assert!(fast
+            .iter()
+            .zip(&x)
+            .all(|(y, x)| (y - x.tanh()).abs() < 5e-7));
     }
 }
