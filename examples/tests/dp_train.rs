@@ -749,3 +749,47 @@ fn a_validation_run_reports_validation_accuracy_not_test_accuracy() {
         assert_eq!(summary.dataset_size, trained_on);
     }
 }
+
+#[test]
+fn ema_decay_flag_turns_the_parameter_average_on_and_off() {
+    let data = fmnist_data();
+    // (preset, --ema-decay, whether the run keeps an average): fmnist-cnn-quick has one
+    // (μ = 0.999), fmnist-scatternet-linear-eps3 has none.
+    for (preset, flag, averaged) in [
+        ("fmnist-cnn-quick", None, true),
+        ("fmnist-cnn-quick", Some("0"), false),
+        ("fmnist-scatternet-linear-eps3", None, false),
+        ("fmnist-scatternet-linear-eps3", Some("0.9"), true),
+    ] {
+        let out = tempfile::tempdir().unwrap();
+        let run = out.path().join("run");
+        let mut more = vec!["--steps", "2", "--batch-size", "8", "--seed", "5"];
+        more.extend(["--eval-every", "1", "--no-progress"]);
+        if let Some(mu) = flag {
+            more.extend(["--ema-decay", mu]);
+        }
+        let o = dp_train_preset(preset, data.path(), &run, &more);
+        assert!(o.status.success(), "{preset} {flag:?}: {}", stderr(&o));
+        let log = stderr(&o);
+        assert_eq!(log.contains("(EMA "), averaged, "{preset} {flag:?}: {log}");
+        assert_eq!(
+            run.join("model-ema.safetensors").exists(),
+            averaged,
+            "{preset} {flag:?}"
+        );
+    }
+    for bad in ["1", "-0.5", "NaN"] {
+        let out = tempfile::tempdir().unwrap();
+        let run = out.path().join("run");
+        let flag = format!("--ema-decay={bad}");
+        let o = dp_train_preset("fmnist-cnn-quick", data.path(), &run, &[&flag]);
+        assert_eq!(
+            o.status.code(),
+            Some(2),
+            "--ema-decay {bad}: {}",
+            stderr(&o)
+        );
+        assert!(stderr(&o).contains("--ema-decay"), "{}", stderr(&o));
+        assert!(!run.exists(), "--ema-decay {bad} made the run directory");
+    }
+}

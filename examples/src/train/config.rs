@@ -188,6 +188,8 @@ pub struct Overrides {
     pub augmult: Option<usize>,
     /// `--learning-rate`.
     pub learning_rate: Option<f64>,
+    /// `--ema-decay` (0: no average).
+    pub ema_decay: Option<f64>,
     /// `--accountant`.
     pub accountant: Option<AccountantKind>,
     /// `--seed`.
@@ -402,7 +404,16 @@ impl RunConfig {
             noise,
             delta,
             accountant: o.accountant.unwrap_or(crate::presets::DEFAULT_ACCOUNTANT),
-            ema_decay: preset.ema_decay,
+            ema_decay: match o.ema_decay {
+                None => preset.ema_decay,
+                Some(mu) if mu == 0.0 => None,
+                Some(mu) if (0.0..1.0).contains(&mu) => Some(mu),
+                Some(mu) => {
+                    return Err(TrainError::Usage(format!(
+                        "--ema-decay {mu} must be in [0, 1) (0 turns the average off)"
+                    )))
+                }
+            },
             micro_batch: at_least_one(
                 "--micro-batch",
                 o.micro_batch.unwrap_or(preset.micro_batch),
