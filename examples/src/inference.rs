@@ -110,22 +110,36 @@ fn input_augment(card: &ModelCard) -> Augment {
     }
 }
 
-/// The float inputs of `indices` of `set`, upsampled to the model's input if smaller, or
-/// their scattering features for a ScatterNet.
-fn inputs<B: Backend>(
-    card: &ModelCard,
-    set: &ImageSet,
-    indices: &[usize],
-    device: &B::Device,
-) -> Result<Tensor<B, 4>> {
-    let (pixels, labels) = input_augment(card).batch(set, indices, 0, 0);
-    if let Some(scattering) = crate::features::scattering_of(card.model, set.shape)? {
-        let features = scattering.transform_batch(&pixels)?;
-        let shape = scattering.output_shape();
-        return Ok(crate::train::eval_tensors::<B>(features, labels, shape, None, device).0);
+/// The model inputs of an image set: the float images, upsampled to the model's input if
+/// smaller, or their scattering features for a ScatterNet (its filter bank built once).
+struct Inputs<'a> {
+    card: &'a ModelCard,
+    set: &'a ImageSet,
+    scattering: Option<dp_models::Scattering2D>,
+}
+
+impl<'a> Inputs<'a> {
+    fn new(card: &'a ModelCard, set: &'a ImageSet) -> Result<Self> {
+        let scattering = crate::features::scattering_of(card.model, set.shape)?;
+        Ok(Self {
+            card,
+            set,
+            scattering,
+        })
     }
-    let resolution = (set.shape[1] != card.input[1]).then_some(card.input[1]);
-    Ok(crate::train::eval_tensors::<B>(pixels, labels, set.shape, resolution, device).0)
+
+    /// The inputs of `indices` of the set.
+    fn of<B: Backend>(&self, indices: &[usize], device: &B::Device) -> Result<Tensor<B, 4>> {
+        let (pixels, labels) = input_augment(self.card).batch(self.set, indices, 0, 0);
+        if let Some(scattering) = &self.scattering {
+            let features = scattering.transform_batch(&pixels)?;
+            let shape = scattering.output_shape();
+            return Ok(crate::train::eval_tensors::<B>(features, labels, shape, None, device).0);
+        }
+        let shape = self.set.shape;
+        let resolution = (shape[1] != self.card.input[1]).then_some(self.card.input[1]);
+        Ok(crate::train::eval_tensors::<B>(pixels, labels, shape, resolution, device).0)
+    }
 }
 
 /// Scores `set` (labels in the model's class order).
@@ -154,9 +168,10 @@ impl<B: Backend> ModelUse<B> for Score<'_, B> {
             })
             .collect();
         let mut loss = 0f64;
+        let inputs = Inputs::new(card, set)?;
         let indices: Vec<usize> = (0..set.len()).collect();
         for chunk in indices.chunks(250) {
-            let x = inputs::<B>(card, set, chunk, device)?;
+            let x = inputs.of::<B>(chunk, device)?;
             let logits = model.logits(x);
             let labels: Vec<i64> = chunk.iter().map(|&i| set.labels[i] as i64).collect();
             let y = Tensor::from_data(
@@ -228,9 +243,10 @@ impl<B: Backend> ModelUse<B> for Predict<'_, B> {
         } = self;
         let classes = card.classes();
         let mut out = Vec::with_capacity(set.len());
+        let inputs = Inputs::new(card, set)?;
         let indices: Vec<usize> = (0..set.len()).collect();
         for chunk in indices.chunks(250) {
-            let probabilities = softmax(model.logits(inputs::<B>(card, set, chunk, device)?), 1)
+            let probabilities = softmax(model.logits(inputs.of::<B>(chunk, device)?), 1)
                 .into_data()
                 .convert::<f64>()
                 .to_vec::<f64>()

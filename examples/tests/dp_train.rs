@@ -793,3 +793,43 @@ fn ema_decay_flag_turns_the_parameter_average_on_and_off() {
         assert!(!run.exists(), "--ema-decay {bad} made the run directory");
     }
 }
+
+/// dp-eval recomputes a ScatterNet's features from the test images, chunk by chunk (here
+/// two chunks of 250 or fewer), and scores the released model exactly as the run's last
+/// evaluation did.
+#[test]
+fn dp_eval_scores_a_released_scatternet_as_the_run_did() {
+    let data = tempfile::tempdir().unwrap();
+    write_synthetic_fashion_mnist(data.path(), 40, 260, 9).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let run = out.path().join("run");
+    let more = ["--steps", "3", "--batch-size", "8", "--seed", "2", "--json"];
+    let o = dp_train_preset("fmnist-scatternet-linear-eps3", data.path(), &run, &more);
+    let summary: Summary = serde_json::from_value(json_of(&o)).unwrap();
+    let model = run.join("model.safetensors");
+    let eval = json_of(&run_bin(
+        env!("CARGO_BIN_EXE_dp-eval"),
+        &[
+            "--model",
+            model.to_str().unwrap(),
+            "--data-dir",
+            data.path().to_str().unwrap(),
+            "--json",
+        ],
+    ));
+    assert_eq!(eval["evaluation"]["images"], 260);
+    let accuracy = eval["evaluation"]["test_accuracy"].as_f64().unwrap();
+    assert!(
+        (accuracy - summary.test_accuracy).abs() < 1e-9,
+        "{accuracy} vs {}",
+        summary.test_accuracy
+    );
+    // The loss as well: a constant guess would give the same accuracy on other features.
+    let last = read_evaluations(&run).unwrap().pop().unwrap();
+    let loss = eval["evaluation"]["test_loss"].as_f64().unwrap();
+    assert!(
+        (loss - last.test_loss).abs() < 1e-4 * last.test_loss.abs(),
+        "{loss} vs {}",
+        last.test_loss
+    );
+}
