@@ -406,7 +406,7 @@ impl RunConfig {
             accountant: o.accountant.unwrap_or(crate::presets::DEFAULT_ACCOUNTANT),
             ema_decay: match o.ema_decay {
                 None => preset.ema_decay,
-                Some(mu) if mu == 0.0 => None,
+                Some(0.0) => None,
                 Some(mu) if (0.0..1.0).contains(&mu) => Some(mu),
                 Some(mu) => {
                     return Err(TrainError::Usage(format!(
